@@ -8,9 +8,11 @@ and, for every step t, builds z_t from what really happened after s_t:
              the gold answer (never the agent's own actions, which it could make come true);
   analysis   what is known at s_t and what is still missing;
   q          a textual Q-value: the Monte Carlo success rate of taking this trajectory's own
-             action a_t in s_t and then continuing with the teacher (K fresh continuations).
+             action a_t in s_t and then continuing with the teacher (K fresh continuations);
+             for an answer, the teacher's accuracy when it answers in s_t (K re-sampled answers).
 q conditions on a_t because z_t announces the plan that a_t starts (the roadmap), so the
-confidence is about that plan: a guess or an early answer gets the q it deserves. It describes
+confidence is about that plan: a guess or an early answer gets the q it deserves, and an answer
+recalled from memory gets the teacher's recall accuracy, not its lucky outcome. It describes
 the *teacher* policy, the behaviour policy that wrote these trajectories and that SFT imitates,
 because no student exists yet when the data are made; a student that acts differently is
 calibrated to itself later, by FC-RL's calibration reward.
@@ -66,10 +68,24 @@ def rollout(env: Env, teacher, task, rng, prefix: list[Action] = ()) -> list[dic
 
 
 def mc_success(env: Env, teacher, task, prefix: list[Action], *, k: int, key: tuple) -> float:
-    """Share of `k` teacher continuations from the state after `prefix` that succeed."""
-    env.replay(task, list(prefix))
-    if env.done:  # the prefix ended with an answer: its outcome is known
-        return float(env.success)
+    """q for the last action of `prefix`, from `k` seeded samples of the teacher.
+
+    A tool call: the share of teacher continuations after it that succeed.
+    An answer: the teacher's accuracy when it answers in that state (up to `k` answers
+    re-sampled there), not the realised outcome, which would make every kept answer 100.
+    """
+    if prefix and prefix[-1].is_answer:
+        env.replay(task, list(prefix[:-1]))
+        verdicts = []
+        for j in range(4 * k):
+            action = teacher.act(env, rng_for("mc", *key, j)).action
+            if action.is_answer:
+                verdicts.append(env.is_correct(action.answer, task.answer))
+                if len(verdicts) == k:
+                    break
+        if verdicts:
+            return sum(verdicts) / len(verdicts)
+        return float(env.is_correct(prefix[-1].answer, task.answer))
     wins = 0
     for j in range(k):
         rollout(env, teacher, task, rng_for("mc", *key, j), prefix)

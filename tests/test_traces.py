@@ -53,11 +53,11 @@ def test_roadmap_hides_future_values(traces):
                     assert not re.search(rf"(?<![\w.\[]){re.escape(k)}(?![\w\]])", s["z"]["imaginary"]), (k, s["z"])
 
 
-def test_answer_steps_have_known_outcome(traces):
-    for t in traces:
-        last = t["steps"][-1]
-        if "answer" in last["action"]:
-            assert last["z"]["q"] == float(t["success"])
+def test_answer_q_is_accuracy_in_that_state_not_the_outcome(traces):
+    """A lucky or unlucky answer does not set its own q: q is the teacher's answer accuracy there."""
+    last_q = {ok: [t["steps"][-1]["z"]["q"] for t in traces if t["success"] == ok] for ok in (True, False)}
+    assert sum(last_q[True]) / len(last_q[True]) > sum(last_q[False]) / len(last_q[False]) + 0.3
+    assert any(0 < q < 1 for q in last_q[True] + last_q[False])
 
 
 def test_q_predicts_outcomes(traces):

@@ -119,12 +119,16 @@ class Entity:
     def document(self) -> str:
         f, n = dict(self.facts), self.name
         if self.kind == "person":
-            return (f"{n} is a {f['profession']} born in {f['birth_year']} in {f['born_in']}. "
+            return (f"{n} is {_a(f['profession'])} born in {f['birth_year']} in {f['born_in']}. "
                     f"{n} works for {f['works_for']}.")
         if self.kind == "org":
-            return (f"{n} is a {f['industry']} organisation founded in {f['founded_year']} by "
+            return (f"{n} is {_a(f['industry'])} organisation founded in {f['founded_year']} by "
                     f"{f['founded_by']}. {n} is headquartered in {f['headquartered_in']}.")
         return f"{n} is a city in the {f['region']} region. The {f['river']} river flows through {n}."
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
 
 class World:

@@ -1,0 +1,34 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from foresight_lite.cli import main
+
+
+def test_traces_end_to_end(tmp_path, capsys):
+    assert main(["traces", "--env", "math", "--n", "20", "--seed", "1", "--out", str(tmp_path), "--quiet"]) == 0
+    lines = (tmp_path / "traces.jsonl").read_text().splitlines()
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert len(lines) == 20 and meta["n"] == 20 and 0 <= meta["teacher_success"] <= 1
+    assert "wrote 20 traces" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["traces", "--env", "chess", "--out", "x"], "invalid choice: 'chess'"),
+    (["traces", "--n", "0", "--out", "x"], "expected a number of at least 1"),
+    (["traces", "--noise", "1.5", "--out", "x"], "between 0 and 1"),
+    (["traces"], "the following arguments are required: --out"),
+    (["fly"], "invalid choice: 'fly'"),
+])
+def test_bad_arguments_get_one_clear_sentence(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_module_entry_point_help():
+    out = subprocess.run([sys.executable, "-m", "foresight_lite", "traces", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "Monte Carlo" in out and "--env" in out
