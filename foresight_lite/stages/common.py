@@ -1,0 +1,104 @@
+"""What every stage shares: its folder, resuming, the metrics log, and saving the model.
+
+    runs/<run>/<stage>/
+      stage.json      the exact configuration (our arguments and TRL's full config)
+      metrics.jsonl   one line per logging step: loss, learning rate, tokens/s, ...
+      checkpoints/    TRL's checkpoints; an interrupted stage resumes from the last one
+      model/          the trained model (LoRA merged in) and tokenizer, via save_pretrained
+      complete.json   written last: wall time, tokens/s, final loss; its presence means done
+
+A stage whose `complete.json` exists is not retrained (pass `force=True` to redo it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+STAGES = ("mt", "sft", "rl")
+
+
+class StageMissing(FileNotFoundError):
+    """An input stage has not been trained; the message names the command that trains it."""
+
+
+def stage_dir(run_dir: str | Path, stage: str) -> Path:
+    return Path(run_dir) / stage
+
+
+def model_dir(run_dir: str | Path, stage: str) -> Path:
+    return stage_dir(run_dir, stage) / "model"
+
+
+def is_complete(directory: Path) -> bool:
+    return (directory / "complete.json").exists()
+
+
+def require_stage(path: str | Path, *, hint: str) -> Path:
+    """The model folder of a finished stage at `path` (a stage folder or its model/ folder)."""
+    path = Path(path)
+    stage = path.parent if path.name == "model" else path
+    if not is_complete(stage):
+        raise StageMissing(f"No finished stage at {stage}; {hint}")
+    return stage / "model"
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+class MetricsLog(TrainerCallback):
+    """Appends every Trainer log to metrics.jsonl, with tokens/s since the previous log."""
+
+    def __init__(self, path: Path):
+        self.path, self.last = path, None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        now, tokens = time.perf_counter(), (logs or {}).get("num_tokens")
+        row = {"step": state.global_step, "epoch": state.epoch, **(logs or {})}
+        if tokens is not None and self.last is not None and tokens > self.last[1]:
+            row["tokens_per_second"] = (tokens - self.last[1]) / (now - self.last[0])
+        if tokens is not None:
+            self.last = (now, tokens)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row, default=float) + "\n")
+
+
+def last_checkpoint(directory: Path) -> str | None:
+    checkpoints = sorted(directory.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(checkpoints[-1]) if checkpoints else None
+
+
+def save_model(model, tokenizer, directory: Path) -> None:
+    """Merge LoRA into the weights and save, atomically (a temp folder, then a rename)."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.config.use_cache = True
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(tmp, directory)
+
+
+def train_with_resume(trainer, directory: Path, *, config: dict, started: float) -> dict:
+    """Run `trainer` (resuming from its last checkpoint), save the model, mark the stage done."""
+    resume = last_checkpoint(Path(trainer.args.output_dir))
+    result = trainer.train(resume_from_checkpoint=resume)
+    save_model(trainer.model, trainer.processing_class, directory / "model")
+    rows = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
+    speeds = [r["tokens_per_second"] for r in rows if "tokens_per_second" in r]
+    summary = {"stage": config["stage"], "seconds": time.perf_counter() - started, "resumed_from": resume,
+               "global_step": trainer.state.global_step, "train_loss": result.training_loss,
+               "tokens": trainer.state.num_input_tokens_seen or max((r.get("num_tokens", 0) for r in rows), default=0),
+               "tokens_per_second": sum(speeds) / len(speeds) if speeds else None}
+    write_json(directory / "complete.json", summary)
+    return summary

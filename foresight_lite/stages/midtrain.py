@@ -1,0 +1,76 @@
+"""Stage 1, mid-training: continued pre-training on agent trajectories, with or without z_t.
+
+What: `SFTTrainer` with the full next-token loss on plain-text trajectories. Two arms on the
+same trajectories from the same model: `standard_mt` (the "standard mid-training" baseline) and
+`wm_amt` (WM-AMT: a foresight block z_t, built from the trajectory's real future, inserted
+between s_t and a_t at sampled steps).
+Why: the paper's claim is that predicting the real future during mid-training builds the
+*capability* that later format-only SFT cannot. Both arms also learn the world itself: the
+documents its searches return and the calculator's results.
+How: `python -m foresight_lite train --stage mt --run runs/wm --corpus wm_amt`
+(`--preset tiny --smoke` runs in seconds). LoRA on all linear layers plus the tag embeddings
+on CPU; on a GPU preset, Unsloth's LoRA.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from trl import SFTConfig, SFTTrainer
+
+from .. import corpora
+from ..models import add_lora, load_model
+from ..traces import generate_traces
+from .common import MetricsLog, is_complete, stage_dir, train_with_resume, write_json
+
+MT_CORPORA = ("standard_mt", "wm_amt")
+
+
+def default_config(output_dir: Path, *, preset: str, smoke: bool, seed: int, **overrides) -> SFTConfig:
+    """The shared recipe of stages 1 and 2 (every arm trains with the same settings)."""
+    base = dict(
+        output_dir=str(output_dir), seed=seed, data_seed=seed, report_to="none",
+        per_device_train_batch_size=8, gradient_accumulation_steps=1, num_train_epochs=1,
+        learning_rate=1e-3, lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.0,
+        max_length=1024, logging_steps=5, save_strategy="steps", save_steps=20, save_total_limit=1,
+        # CPU: bf16 autocast costs more than it saves here; the weights themselves are bf16 (preset)
+        bf16=False, fp16=False, gradient_checkpointing=False, dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    if smoke:
+        base.update(per_device_train_batch_size=2, max_steps=3, max_length=1024, logging_steps=1, save_steps=2)
+    base.update(overrides)
+    return SFTConfig(**base)
+
+
+def stage_traces(*, worlds: tuple[str, ...], n_traces: int, seed: int) -> list[dict]:
+    """The teacher trajectories both stages train on (deterministic: regenerated, not stored)."""
+    return [t for w in worlds for t in generate_traces(w, n=n_traces, seed=seed, progress=False)]
+
+
+def train_midtraining(run_dir: str | Path, *, corpus: str = "wm_amt", preset: str = "smollm2-135m",
+                      worlds: tuple[str, ...] = ("search", "math"), n_traces: int = 400, seed: int = 0,
+                      smoke: bool = False, force: bool = False, config: SFTConfig | None = None,
+                      **overrides) -> Path:
+    """Train stage 1 into `run_dir/mt`; returns that folder. `config` replaces the recipe whole."""
+    if corpus not in MT_CORPORA:
+        raise ValueError(f"Mid-training corpus must be one of {', '.join(MT_CORPORA)}, not {corpus!r}.")
+    out = stage_dir(run_dir, "mt")
+    if is_complete(out) and not force:
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    traces = stage_traces(worlds=worlds, n_traces=n_traces, seed=seed)
+    dataset = corpora.BUILDERS[corpus](traces) if corpus == "standard_mt" else corpora.wm_amt(traces, seed=seed)
+    dataset = dataset.select_columns(["text"])
+    args = config or default_config(out / "checkpoints", preset=preset, smoke=smoke, seed=seed, **overrides)
+    model, tokenizer = load_model(preset, for_training=True)
+    model = add_lora(model, preset)  # tag rows keep their informed init: TRL's chunked loss reads lm_head.weight
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         callbacks=[MetricsLog(out / "metrics.jsonl")])
+    settings = {"stage": "mt", "corpus": corpus, "preset": preset, "worlds": list(worlds), "n_traces": n_traces,
+                "seed": seed, "smoke": smoke, "examples": len(dataset), "sft_config": args.to_dict()}
+    write_json(out / "stage.json", settings)
+    train_with_resume(trainer, out, config=settings, started=started)
+    return out

