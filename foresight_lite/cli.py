@@ -1,13 +1,17 @@
 """Command line: `python -m foresight_lite <command> --help`.
 
-traces   roll the noisy teacher out and annotate every step with z_t (stage-0 data)
+traces    roll the noisy teacher out and annotate every step with z_t (the data of every stage)
+train     train one stage of a run: mt (mid-training) or sft, into runs/<run>/<stage>/
+evaluate  play held-out tasks with a run's latest model and score it
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from pathlib import Path
 
 from . import __version__
 
@@ -43,6 +47,49 @@ def cmd_traces(args: argparse.Namespace) -> int:
           f"AUROC {summary['q_auroc_all_steps']} (all steps), {summary['q_auroc_first_step']} (first step); "
           f"Brier {summary['q_brier_all_steps']}")
     return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .stages import train_midtraining, train_sft
+
+    run_dir = Path(args.runs_dir) / args.run
+    overrides = {k: v for k, v in (("max_steps", args.max_steps), ("learning_rate", args.learning_rate),
+                                   ("per_device_train_batch_size", args.batch_size)) if v is not None}
+    common = dict(preset=args.preset, worlds=tuple(args.worlds), n_traces=args.n_traces, seed=args.seed,
+                  smoke=args.smoke, force=args.force, **overrides)
+    if args.stage == "mt":
+        out = train_midtraining(run_dir, corpus=args.corpus or "wm_amt", **common)
+    else:
+        out = train_sft(run_dir, corpus=args.corpus or "fe_sft", init=args.init, **common)
+    summary = json.loads((out / "complete.json").read_text())
+    print(f"{args.stage} done: {out}/model | {summary['global_step']} steps, loss {summary['train_loss']:.3f}, "
+          f"{summary['seconds']:.0f} s" + (f", {summary['tokens_per_second']:.0f} tokens/s"
+                                           if summary.get("tokens_per_second") else ""))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_run
+
+    table = evaluate_run(args.run_dir, stage=args.stage, worlds=args.worlds, splits=args.splits, n=args.n,
+                         batch_size=args.batch_size, seed=args.seed)
+    for row in table:
+        print("  ".join(f"{k}={_fmt(v)}" for k, v in row.items()))
+    return 0
+
+
+def _fmt(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _worlds(text: str) -> list[str]:
+    from .envs import WORLDS
+
+    names = [w.strip() for w in text.split(",") if w.strip()]
+    bad = [w for w in names if w not in WORLDS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"worlds must be a comma-separated list of {', '.join(WORLDS)}")
+    return names
 
 
 def _positive(text: str) -> int:
@@ -96,6 +143,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_traces)
+
+    from .models import PRESETS
+
+    p = sub.add_parser(
+        "train", help="train one stage (mt or sft) of a run",
+        description="Train one stage into RUNS_DIR/RUN/STAGE/ (model, stage.json, metrics.jsonl, complete.json). "
+                    "mt: mid-training with the full next-token loss on standard_mt or wm_amt text. sft: SFT with "
+                    "an assistant-only loss on sft, fe_sft or state_sft chat episodes, starting from the run's mt "
+                    "stage (or --init). A finished stage is not retrained (--force redoes it); an interrupted one "
+                    "resumes from its last checkpoint.",
+        epilog="example: python -m foresight_lite train --stage mt --run wm --corpus wm_amt && "
+               "python -m foresight_lite train --stage sft --run wm --corpus fe_sft")
+    p.add_argument("--stage", choices=("mt", "sft"), required=True, help="which stage to train")
+    p.add_argument("--run", required=True, help="run name: outputs go to RUNS_DIR/RUN/STAGE/")
+    p.add_argument("--corpus", choices=("standard_mt", "wm_amt", "sft", "fe_sft", "state_sft"),
+                   help="training data (default: wm_amt for mt, fe_sft for sft)")
+    p.add_argument("--preset", choices=list(PRESETS), default="smollm2-135m",
+                   help="model preset (default: smollm2-135m; tiny for a seconds-long check of the mechanics)")
+    p.add_argument("--init", help="sft only: a finished stage folder to start from, or 'base' for the preset's "
+                                  "own weights (default: this run's mt stage)")
+    p.add_argument("--worlds", type=_worlds, default=["search", "math"], help="comma-separated (default: search,math)")
+    p.add_argument("--n-traces", type=_positive, default=400, help="teacher trajectories per world (default: 400)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the world, the traces and training (default: 0)")
+    p.add_argument("--max-steps", type=_positive, help="stop after this many optimizer steps")
+    p.add_argument("--learning-rate", type=float, help="override the recipe's learning rate")
+    p.add_argument("--batch-size", type=_positive, help="override the recipe's batch size")
+    p.add_argument("--runs-dir", default="runs", help="where runs live (default: runs)")
+    p.add_argument("--smoke", action="store_true", help="a few steps on short sequences: checks the mechanics")
+    p.add_argument("--force", action="store_true", help="retrain even if the stage is finished")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "evaluate", help="score a run's model on held-out tasks",
+        description="Play held-out tasks (eval: new compositions; ood: unseen entities, longer chains) with the "
+                    "latest finished stage of RUN_DIR (or --stage), batched and greedy, and write per-episode "
+                    "records and a summary to RUN_DIR/eval/STAGE/.",
+        epilog="example: python -m foresight_lite evaluate runs/wm --n 200")
+    p.add_argument("run_dir", help="a run folder, e.g. runs/wm")
+    p.add_argument("--stage", choices=("mt", "sft"), help="which stage's model (default: the latest finished)")
+    p.add_argument("--worlds", type=_worlds, default=["search", "math"], help="comma-separated (default: search,math)")
+    p.add_argument("--splits", type=lambda t: [s for s in t.split(",") if s], default=["eval", "ood"],
+                   help="comma-separated, of eval and ood (default: eval,ood)")
+    p.add_argument("--n", type=_positive, help="tasks per world and split (default: all)")
+    p.add_argument("--batch-size", type=_positive, default=32, help="episodes generated together (default: 32)")
+    p.add_argument("--seed", type=int, help="world seed (default: the run's)")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

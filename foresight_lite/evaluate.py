@@ -15,7 +15,9 @@ answer, never in the agent's own later actions, which it could simply make come 
 from __future__ import annotations
 
 import copy
+import json
 import re
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -164,3 +166,42 @@ def _mean(values) -> float | None:
     values = list(values)
     return sum(values) / len(values) if values else None
 
+
+
+def evaluate_run(run_dir, *, stage: str | None = None, worlds=("search", "math"), splits=("eval", "ood"),
+                 n: int | None = None, batch_size: int = 32, seed: int | None = None, progress: bool = True) -> list[dict]:
+    """Score the latest finished stage of `run_dir` (or `stage`); writes RUN_DIR/eval/STAGE/."""
+    from .models import load_model
+    from .stages.common import STAGES, StageMissing, is_complete, write_json
+
+    run_dir = Path(run_dir)
+    bad = [s for s in splits if s not in ("eval", "ood")]
+    if bad:
+        raise ValueError(f"Evaluation splits are eval and ood, not {', '.join(bad)}.")
+    finished = [s for s in reversed(STAGES) if is_complete(run_dir / s)]
+    if stage is None and not finished:
+        raise StageMissing(f"No finished stage in {run_dir}; train one first, e.g. "
+                           f"python -m foresight_lite train --stage mt --run {run_dir.name}.")
+    stage = stage or finished[0]
+    if stage not in finished:
+        raise StageMissing(f"Stage {stage!r} of {run_dir} has not finished; train it with "
+                           f"python -m foresight_lite train --stage {stage} --run {run_dir.name}.")
+    settings = json.loads((run_dir / stage / "stage.json").read_text())
+    sft_settings = run_dir / "sft" / "stage.json"
+    layout = settings.get("layout") or (json.loads(sft_settings.read_text())["layout"] if sft_settings.exists() else "full")
+    seed = settings["seed"] if seed is None else seed
+    model, tokenizer = load_model(settings["preset"], path=run_dir / stage / "model")
+    out_dir = run_dir / "eval" / stage
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for world in worlds:
+        for split in splits:
+            episodes = run_episodes(model, tokenizer, world=world, split=split, seed=seed, n=n, layout=layout,
+                                    batch_size=batch_size, progress=progress)
+            lines = "".join(json.dumps(e, sort_keys=True) + "\n" for e in episodes)
+            tmp = out_dir / f".{world}-{split}.jsonl.tmp"
+            tmp.write_text(lines)
+            tmp.replace(out_dir / f"{world}-{split}.jsonl")
+            rows.append({"stage": stage, "world": world, "split": split, **summarize(episodes)})
+    write_json(out_dir / "summary.json", {"run": str(run_dir), "stage": stage, "layout": layout, "rows": rows})
+    return rows

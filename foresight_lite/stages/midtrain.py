@@ -35,7 +35,7 @@ def default_config(output_dir: Path, *, preset: str, smoke: bool, seed: int, **o
         learning_rate=1e-3, lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.0,
         max_length=1024, logging_steps=5, save_strategy="steps", save_steps=20, save_total_limit=1,
         # CPU: bf16 autocast costs more than it saves here; the weights themselves are bf16 (preset)
-        bf16=False, fp16=False, gradient_checkpointing=False, dataloader_num_workers=0,
+        bf16=False, fp16=False, gradient_checkpointing=False, dataloader_num_workers=0, dataloader_pin_memory=False,
         disable_tqdm=False,
     )
     if smoke:

@@ -33,7 +33,7 @@ def resolve_init(run_dir: str | Path, init: str | None) -> str | None:
     if init == "base":
         return None
     if init is None:
-        hint = (f"train stage 1 first (python -m foresight_lite train --stage mt --run {run_dir}), "
+        hint = (f"train stage 1 first (python -m foresight_lite train --stage mt --run {Path(run_dir).name}), "
                 "or pass --init base to start from the preset's own weights.")
         return str(require_stage(stage_dir(run_dir, "mt"), hint=hint))
     return str(require_stage(init, hint="pass the folder of a finished stage, e.g. runs/NAME/mt."))

@@ -1,0 +1,94 @@
+"""Stages 1-2 in seconds-long smoke configurations on the tiny preset: outputs, resume, refusals."""
+
+import json
+import shutil
+
+import pytest
+
+from foresight_lite.cli import main
+from foresight_lite.models import load_model
+from foresight_lite.stages import StageMissing, train_midtraining, train_sft
+
+TINY = dict(preset="tiny", n_traces=6, smoke=True)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "wm"
+    train_midtraining(run_dir, corpus="wm_amt", **TINY)
+    train_sft(run_dir, corpus="fe_sft", **TINY)
+    return run_dir
+
+
+def test_stage_outputs(run):
+    for stage in ("mt", "sft"):
+        folder = run / stage
+        settings = json.loads((folder / "stage.json").read_text())
+        done = json.loads((folder / "complete.json").read_text())
+        rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        assert settings["stage"] == stage and settings["sft_config"]["max_steps"] == 3
+        assert done["global_step"] == 3 and done["train_loss"] > 0
+        assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]
+        assert (folder / "model" / "config.json").exists()
+    assert json.loads((run / "sft" / "stage.json").read_text())["init"] == str(run / "mt" / "model")
+    assert json.loads((run / "sft" / "stage.json").read_text())["layout"] == "full"
+
+
+def test_saved_model_reloads_and_generates(run):
+    model, tokenizer = load_model("tiny", path=run / "sft" / "model")
+    assert model.config.use_cache
+    ids = tokenizer("<think>", return_tensors="pt").input_ids
+    assert model.generate(ids, max_new_tokens=3, do_sample=False).shape[1] > ids.shape[1]
+
+
+def test_finished_stage_is_not_retrained(run):
+    before = (run / "mt" / "complete.json").read_text()
+    train_midtraining(run, corpus="wm_amt", **TINY)
+    assert (run / "mt" / "complete.json").read_text() == before
+
+
+def test_interrupted_stage_resumes(tmp_path):
+    run_dir = tmp_path / "r"
+    train_midtraining(run_dir, corpus="standard_mt", max_steps=2, **TINY)
+    # a crash after the checkpoint: no model, no completion marker
+    shutil.rmtree(run_dir / "mt" / "model")
+    (run_dir / "mt" / "complete.json").unlink()
+    assert (run_dir / "mt" / "checkpoints" / "checkpoint-2").exists()
+    train_midtraining(run_dir, corpus="standard_mt", max_steps=3, **TINY)
+    done = json.loads((run_dir / "mt" / "complete.json").read_text())
+    assert done["resumed_from"].endswith("checkpoint-2") and done["global_step"] == 3
+
+
+def test_sft_refuses_without_its_input_stage(tmp_path):
+    with pytest.raises(StageMissing, match="train stage 1 first"):
+        train_sft(tmp_path / "empty", corpus="fe_sft", **TINY)
+    with pytest.raises(StageMissing, match="No finished stage"):
+        train_sft(tmp_path / "empty", corpus="fe_sft", init=str(tmp_path / "nowhere"), **TINY)
+
+
+def test_bad_corpus():
+    with pytest.raises(ValueError, match="Mid-training corpus must be one of"):
+        train_midtraining("unused", corpus="fe_sft", **TINY)
+    with pytest.raises(ValueError, match="SFT corpus must be one of"):
+        train_sft("unused", corpus="wm_amt", **TINY)
+
+
+def test_cli_train_and_evaluate(tmp_path, capsys):
+    args = ["--runs-dir", str(tmp_path), "--run", "plain", "--preset", "tiny", "--smoke", "--n-traces", "6"]
+    assert main(["train", "--stage", "sft", *args]) == 1
+    assert "train stage 1 first" in capsys.readouterr().err
+    assert main(["train", "--stage", "sft", "--init", "base", "--corpus", "sft", *args]) == 0
+    assert "sft done" in capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path / "plain"), "--n", "2", "--batch-size", "2", "--worlds", "math",
+                 "--splits", "eval"]) == 0
+    summary = json.loads((tmp_path / "plain" / "eval" / "sft" / "summary.json").read_text())
+    assert summary["layout"] == "plain" and summary["rows"][0]["episodes"] == 2
+    assert len((tmp_path / "plain" / "eval" / "sft" / "math-eval.jsonl").read_text().splitlines()) == 2
+
+
+def test_cli_refuses_gpu_preset_and_missing_runs(tmp_path, capsys):
+    assert main(["train", "--stage", "sft", "--run", "g", "--runs-dir", str(tmp_path), "--preset",
+                 "qwen-0.5b-t4", "--init", "base"]) == 1
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "none")]) == 1
+    assert "No finished stage" in capsys.readouterr().err
