@@ -1,10 +1,14 @@
 """Speed figures for foresight-lite on this machine. Prints numbers; asserts nothing.
 
-    python scripts/benchmark.py            # all sections
-    python scripts/benchmark.py traces     # one section
+    python scripts/benchmark.py                 # all sections (train and generate take minutes)
+    python scripts/benchmark.py traces          # one section
 
-traces: 1,000 annotated search trajectories with Monte Carlo q (target: under 60 s on 2 cores),
-        the same for math, and the cost of the raw BM25 search (uncached queries).
+traces:   1,000 annotated search trajectories with Monte Carlo q (target: under 60 s on 2 cores),
+          the same for math, and the cost of the raw BM25 search (uncached queries).
+peak:     the machine's measured matmul throughput (fp32, bf16), the yardstick for training.
+train:    stage-2 training of smollm2-135m with the recipe and with one choice changed at a time:
+          tokens/s, model FLOP/s as a share of the bf16 matmul peak, peak memory (a subprocess each).
+generate: batched against one-episode-at-a-time evaluation on the same tasks.
 """
 
 from __future__ import annotations
@@ -41,19 +45,120 @@ def bench_traces() -> None:
     print(f"search  reset + step, cached queries: {1e6 * (time.perf_counter() - start) / len(names):.0f} µs")
 
 
-SECTIONS = {"traces": bench_traces}
+def matmul_peak() -> dict:
+    """Best GFLOP/s of model-shaped and square matmuls, per dtype, on all threads."""
+    import torch
+
+    out = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        best = 0.0
+        for m, k, n in ((4096, 576, 1536), (4096, 1536, 576), (2048, 2048, 2048)):
+            a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+            a @ b
+            start, reps = time.perf_counter(), 10
+            for _ in range(reps):
+                a @ b
+            best = max(best, 2 * m * k * n * reps / (time.perf_counter() - start) / 1e9)
+        out[str(dtype).split(".")[-1]] = best
+    return out
+
+
+def bench_peak() -> None:
+    for dtype, gflops in matmul_peak().items():
+        print(f"peak    matmul {dtype}: {gflops:.0f} GFLOP/s")
+
+
+# one choice changed at a time against the recipe (see foresight_lite/stages/midtrain.py)
+TRAIN_VARIANTS = {
+    "recipe": {},
+    "lora on all 30 layers": {"lora_first_layer": 0},
+    "fp32 weights": {"dtype": "float32"},
+    "batch 8, no accumulation": {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1},
+    "no length grouping": {"train_sampling_strategy": "random"},
+}
+_TRAIN_CHILD = r"""
+import json, resource, sys, tempfile, time
+from pathlib import Path
+import foresight_lite.models as models
+from foresight_lite.stages import train_sft
+variant = json.loads(sys.argv[1])
+preset = models.PRESETS["smollm2-135m"]
+for key in ("lora_first_layer", "dtype"):
+    if key in variant:
+        preset = models.PRESETS["smollm2-135m"] = type(preset)(**{**preset.__dict__, key: variant.pop(key)})
+out = train_sft(Path(tempfile.mkdtemp()) / "b", corpus="fe_sft", preset="smollm2-135m", init="base",
+                n_traces=60, max_steps=5, logging_steps=1, save_steps=1000, **variant)
+rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+speeds = [r["tokens_per_second"] for r in rows if "tokens_per_second" in r][1:]  # skip warm-up
+print(json.dumps({"tokens_per_second": sum(speeds) / len(speeds), "first_layer": preset.lora_first_layer,
+                  "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}))
+"""
+
+
+def training_flops_per_token(first_layer: int) -> float:
+    """Model FLOPs per trained token under LoRA (attention scores left out): the forward pass is
+    2 x params; the backward pass computes activation gradients (2 x params) only from the top down
+    to the lowest LoRA layer, and no gradients for the frozen weights themselves."""
+    from transformers import AutoConfig
+
+    from foresight_lite.models import smollm2_dir
+
+    c = AutoConfig.from_pretrained(smollm2_dir())
+    kv = c.hidden_size // c.num_attention_heads * c.num_key_value_heads
+    per_layer = c.hidden_size * (2 * c.hidden_size + 2 * kv) + 3 * c.hidden_size * c.intermediate_size
+    head = c.hidden_size * c.vocab_size
+    forward = 2 * (c.num_hidden_layers * per_layer + head)
+    backward = 2 * ((c.num_hidden_layers - first_layer) * per_layer + head)
+    return forward + backward
+
+
+def bench_train() -> None:
+    import json
+    import subprocess
+    import sys
+
+    peak = matmul_peak()["bfloat16"]
+    print(f"train   bf16 matmul peak measured in this run: {peak:.0f} GFLOP/s")
+    for name, variant in TRAIN_VARIANTS.items():
+        result = subprocess.run([sys.executable, "-c", _TRAIN_CHILD, json.dumps(variant)],
+                                capture_output=True, text=True)
+        if result.returncode:
+            print(f"train   {name}: failed\n{result.stderr[-800:]}")
+            continue
+        r = json.loads(result.stdout.strip().splitlines()[-1])
+        gflops = r["tokens_per_second"] * training_flops_per_token(r["first_layer"]) / 1e9
+        print(f"train   {name:28} {r['tokens_per_second']:6.0f} tokens/s  {gflops:5.0f} GFLOP/s "
+              f"({gflops / peak:4.0%} of peak)  peak memory {r['peak_gb']:.1f} GB")
+
+
+def bench_generate(model_path: str | None = None) -> None:
+    from foresight_lite.evaluate import run_episodes
+    from foresight_lite.models import load_model
+
+    model, tokenizer = load_model("smollm2-135m", path=model_path)
+    for batch in (1, 16):
+        start = time.perf_counter()
+        episodes = run_episodes(model, tokenizer, world="search", split="eval", n=16, batch_size=batch,
+                                max_new_tokens=160, progress=False)
+        seconds = time.perf_counter() - start
+        tokens = sum(e["generated_tokens"] for e in episodes)
+        print(f"generate batch {batch:2}: {len(episodes) / seconds:.2f} episodes/s, {tokens / seconds:.0f} tokens/s")
+
+
+SECTIONS = {"traces": bench_traces, "peak": bench_peak, "train": bench_train, "generate": bench_generate}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sections", nargs="*", help=f"any of: {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--model", help="generate: a trained model folder (default: the base smollm2-135m)")
     args = parser.parse_args()
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     for name in args.sections or SECTIONS:
-        SECTIONS[name]()
+        SECTIONS[name](args.model) if name == "generate" else SECTIONS[name]()
 
 
 if __name__ == "__main__":

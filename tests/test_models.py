@@ -102,7 +102,7 @@ def test_chat_template_masks_exactly_the_assistant_turns(tokenizer):
     call = f'<tool_call>\n{{"name": "search", "arguments": {CALL}}}\n</tool_call>'
     assert trained == f"\n<imaginary>search -> [CITY]</imaginary>\n{call}<|im_end|>\n<answer>Velmora</answer><|im_end|>"
     text = tokenizer.apply_chat_template(CONVERSATION, tools=TOOLS, tokenize=False)
-    assert '<tools>\n{"type": "function"' in text and f"<|im_start|>assistant\n<imaginary>" in text
+    assert "\n- search(query): " in text and f"<|im_start|>assistant\n<imaginary>" in text
     assert f"<|im_start|>user\n<tool_response>\n{NAME} was born in Velmora.\n</tool_response><|im_end|>\n" in text
     as_dict = [dict(m, tool_calls=[{"function": {"name": "search", "arguments": json.loads(CALL)}}])
                if m.get("tool_calls") else m for m in CONVERSATION]
