@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, help="override the recipe's learning rate")
     p.add_argument("--batch-size", type=_positive, help="override the recipe's batch size")
     p.add_argument("--runs-dir", default="runs", help="where runs live (default: runs)")
-    p.add_argument("--smoke", action="store_true", help="a few steps on short sequences: checks the mechanics")
+    p.add_argument("--smoke", action="store_true", help="3 steps of batch 2: checks the mechanics in seconds")
     p.add_argument("--force", action="store_true", help="retrain even if the stage is finished")
     p.set_defaults(func=cmd_train)
 

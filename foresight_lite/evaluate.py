@@ -39,7 +39,7 @@ def run_episodes(model, tokenizer, *, world: str, split: str = "eval", seed: int
     tasks = base.tasks if n is None else base.tasks[:n]
     model.eval()
     model.config.use_cache = True  # saved training checkpoints may carry use_cache=False
-    tokenizer.padding_side = "left"
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # restored below
     episodes = []
     bar = tqdm(total=len(tasks), desc=f"{world}/{split}", disable=not progress)
     for start in range(0, len(tasks), batch_size):
@@ -59,6 +59,7 @@ def run_episodes(model, tokenizer, *, world: str, split: str = "eval", seed: int
             episodes.append(_finish(env, record))
         bar.update(len(chunk))
     bar.close()
+    tokenizer.padding_side = padding_side
     return episodes
 
 
@@ -169,7 +170,8 @@ def _mean(values) -> float | None:
 
 
 def evaluate_run(run_dir, *, stage: str | None = None, worlds=("search", "math"), splits=("eval", "ood"),
-                 n: int | None = None, batch_size: int = 32, seed: int | None = None, progress: bool = True) -> list[dict]:
+                 n: int | None = None, batch_size: int = 32, seed: int | None = None,
+                 max_new_tokens: int = MAX_NEW_TOKENS, progress: bool = True) -> list[dict]:
     """Score the latest finished stage of `run_dir` (or `stage`); writes RUN_DIR/eval/STAGE/."""
     from .models import load_model
     from .stages.common import STAGES, StageMissing, is_complete, write_json
@@ -197,7 +199,7 @@ def evaluate_run(run_dir, *, stage: str | None = None, worlds=("search", "math")
     for world in worlds:
         for split in splits:
             episodes = run_episodes(model, tokenizer, world=world, split=split, seed=seed, n=n, layout=layout,
-                                    batch_size=batch_size, progress=progress)
+                                    batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress)
             lines = "".join(json.dumps(e, sort_keys=True) + "\n" for e in episodes)
             tmp = out_dir / f".{world}-{split}.jsonl.tmp"
             tmp.write_text(lines)

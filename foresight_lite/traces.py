@@ -103,7 +103,7 @@ def annotate(env: Env, teacher, task, *, seed: int, index: int, k: int = DEFAULT
         env.replay(task, actions[:t])
         step["z"] = foresight(env, steps[t:], success)
         step["z"]["q"] = mc_success(env, teacher, task, actions[:t + 1], k=k, key=(env.name, seed, index, t))
-    return {"trace_id": f"{env.name}-{seed}-{index:06d}", "world": env.name, "seed": seed,
+    return {"trace_id": f"{env.name}-{seed}-{env.split}-{index:06d}", "world": env.name, "seed": seed,
             "noise": noise, "k": k, "task": task.to_dict(), "steps": steps,
             "final_answer": final, "success": success}
 

@@ -57,6 +57,8 @@ def test_interrupted_stage_resumes(tmp_path):
     train_midtraining(run_dir, corpus="standard_mt", max_steps=3, **TINY)
     done = json.loads((run_dir / "mt" / "complete.json").read_text())
     assert done["resumed_from"].endswith("checkpoint-2") and done["global_step"] == 3
+    rows = [json.loads(line) for line in (run_dir / "mt" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]  # no step logged twice
 
 
 def test_sft_refuses_without_its_input_stage(tmp_path):

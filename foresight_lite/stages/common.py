@@ -92,6 +92,11 @@ def save_model(model, tokenizer, directory: Path) -> None:
 def train_with_resume(trainer, directory: Path, *, config: dict, started: float) -> dict:
     """Run `trainer` (resuming from its last checkpoint), save the model, mark the stage done."""
     resume = last_checkpoint(Path(trainer.args.output_dir))
+    log = directory / "metrics.jsonl"
+    if resume and log.exists():  # drop the rows logged after the checkpoint: they are replayed
+        step = int(resume.rsplit("-", 1)[-1])
+        kept = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= step]
+        log.write_text("".join(line + "\n" for line in kept))
     result = trainer.train(resume_from_checkpoint=resume)
     save_model(trainer.model, trainer.processing_class, directory / "model")
     rows = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]

@@ -36,7 +36,9 @@ def default_config(output_dir: Path, *, preset: str, smoke: bool, seed: int, **o
         per_device_train_batch_size=4, gradient_accumulation_steps=2, num_train_epochs=1,
         train_sampling_strategy="group_by_length",
         learning_rate=1e-3, lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.0,
-        max_length=1024, logging_steps=5, save_strategy="steps", save_steps=20, save_total_limit=1,
+        # 1536: the longest FE-SFT math episodes run to ~1,300 SmolLM2 tokens; at 1024 a fifth of
+        # them lost their last turns, which the plain-SFT arm (max ~880) never does
+        max_length=1536, logging_steps=5, save_strategy="steps", save_steps=20, save_total_limit=1,
         # CPU: bf16 autocast costs more than it saves here; the weights themselves are bf16 (preset)
         bf16=False, fp16=False, gradient_checkpointing=False, dataloader_num_workers=0, dataloader_pin_memory=False,
         disable_tqdm=False,
