@@ -29,7 +29,7 @@ from datasets.exceptions import DatasetsError
 
 from .base import Env, Observation, Task, tool_schema
 from .math import CALCULATOR_TOOL, MathEnv
-from .search import MAX_QUERY_CHARS, TOP_K
+from .search import TOP_K, query_problem
 
 REAL_WORLDS = ("hotpotqa", "gsm8k")
 HUB = {"hotpotqa": ("hotpotqa/hotpot_qa", "distractor", "validation"),
@@ -162,11 +162,9 @@ class HotpotQAEnv(Env):
 
     def _tool(self, name: str, arguments: dict) -> Observation:
         query = arguments.get("query")
-        if not isinstance(query, str) or not query.strip():
-            return Observation("Error: empty query. Search for a few keywords, e.g. a title or a name.", error=True)
-        if len(query) > MAX_QUERY_CHARS:
-            return Observation(f"Error: query too long ({len(query)} characters; the limit is "
-                               f"{MAX_QUERY_CHARS}). Search for a few keywords.", error=True)
+        problem = query_problem(query, example="a title or a name")
+        if problem:
+            return problem
         index = _paragraph_index(tuple(map(tuple, self.task.plan["context"])))
         hits = index.search(query.strip())
         if not hits:

@@ -208,17 +208,25 @@ class SearchEnv(Env):
 
     def _tool(self, name: str, arguments: dict) -> Observation:
         query = arguments.get("query")
-        if not isinstance(query, str) or not query.strip():
-            return Observation("Error: empty query. Search for a few keywords, e.g. an entity name.", error=True)
-        if len(query) > MAX_QUERY_CHARS:
-            return Observation(f"Error: query too long ({len(query)} characters; the limit is "
-                               f"{MAX_QUERY_CHARS}). Search for a few keywords.", error=True)
+        problem = query_problem(query, example="an entity name")
+        if problem:
+            return problem
         hits = self.index.search(query.strip())
         if not hits:
             return Observation(f"No passages match {query.strip()!r}. Try an entity name.")
         text = "\n".join(f"[{i + 1}] {e.name}: {e.document()}" for i, e in enumerate(hits))
         facts = tuple((e.name, rel, val) for e in hits for rel, val in e.facts)
         return Observation(text, facts=facts)
+
+
+def query_problem(query, *, example: str) -> Observation | None:
+    """An error observation for an empty or over-long query, else None."""
+    if not isinstance(query, str) or not query.strip():
+        return Observation(f"Error: empty query. Search for a few keywords, e.g. {example}.", error=True)
+    if len(query) > MAX_QUERY_CHARS:
+        return Observation(f"Error: query too long ({len(query)} characters; the limit is "
+                           f"{MAX_QUERY_CHARS}). Search for a few keywords.", error=True)
+    return None
 
 
 @functools.lru_cache(maxsize=8)
