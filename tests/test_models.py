@@ -149,8 +149,8 @@ def test_lora_adapter_saves_and_reloads_merged_or_trainable(tiny, tmp_path):
     tiny[0].save_pretrained(base_dir)
     tiny[1].save_pretrained(base_dir)
     model, tok = load_model("tiny", path=base_dir, for_training=True)
-    peft_model = add_lora(model, "tiny", tokenizer=tok)
-    with torch.no_grad():  # stand-in for training: move every trainable weight, incl. the tag rows
+    peft_model = add_lora(model, "tiny")
+    with torch.no_grad():  # stand-in for training: move every trainable weight
         for p in peft_model.parameters():
             if p.requires_grad:
                 p.add_(0.05 * torch.randn_like(p))

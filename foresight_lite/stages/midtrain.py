@@ -73,7 +73,7 @@ def train_midtraining(run_dir: str | Path, *, corpus: str = "wm_amt", preset: st
     dataset = dataset.select_columns(["text"])
     args = config or default_config(out / "checkpoints", preset=preset, smoke=smoke, seed=seed, **overrides)
     model, tokenizer = load_model(preset, for_training=True)
-    model = add_lora(model, preset)  # tag rows keep their informed init: TRL's chunked loss reads lm_head.weight
+    model = add_lora(model, preset)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          callbacks=[MetricsLog(out / "metrics.jsonl")])
     settings = {"stage": "mt", "corpus": corpus, "preset": preset, "worlds": list(worlds), "n_traces": n_traces,
