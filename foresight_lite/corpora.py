@@ -86,8 +86,19 @@ def chat_episode(trace: dict, *, layout: str, system_prompt: str) -> list[dict]:
     return messages
 
 
+def is_demonstration(trace: dict) -> bool:
+    """A trajectory SFT may imitate: it succeeded, and without any of the teacher's deliberate slips.
+
+    A bad query the teacher happened to recover from is still a bad query, and SFT imitates every
+    token of a kept episode. Of 400 traces per world (seed 0) this keeps 249 of the 290 successful
+    search traces and 261 of the 277 successful math traces. Mid-training keeps every trajectory:
+    there the mistakes and their outcomes are part of the world to be learned.
+    """
+    return bool(trace["success"]) and not any(s.get("slip") for s in trace["steps"])
+
+
 def _chat_dataset(traces: list[dict], *, layout: str, successful_only: bool) -> Dataset:
-    kept = [t for t in traces if t["success"] or not successful_only]
+    kept = [t for t in traces if is_demonstration(t) or not successful_only]
     rows = {"messages": [], "tools": [], "trace_id": [], "world": []}
     meta = {}
     for t in kept:

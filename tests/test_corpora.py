@@ -30,7 +30,7 @@ def test_mid_training_text(traces):
 @pytest.mark.parametrize("name,layout", [("sft", "plain"), ("fe_sft", "full"), ("state_sft", "state")])
 def test_chat_corpora(traces, name, layout):
     ds = corpora.BUILDERS[name](traces)
-    assert len(ds) == sum(t["success"] for t in traces)
+    assert len(ds) == sum(corpora.is_demonstration(t) for t in traces)
     assert set(ds.column_names) >= {"messages", "tools"}
     for row in ds:
         msgs = row["messages"]
@@ -46,6 +46,15 @@ def test_chat_corpora(traces, name, layout):
                                                             "arguments": json.loads(call["arguments"])}) + "\n</tool_call>"
                 assert parse_step(text, layout=layout).format_ok, text
     assert len(corpora.BUILDERS[name](traces, successful_only=False)) == len(traces)
+
+
+def test_sft_imitates_only_clean_successes(traces):
+    kept = set(corpora.sft(traces)["trace_id"])
+    slipped = {t["trace_id"] for t in traces if t["success"] and any(s["slip"] for s in t["steps"])}
+    failed = {t["trace_id"] for t in traces if not t["success"]}
+    assert slipped and failed  # the fixture has both kinds, so the check below can fail
+    assert not kept & (slipped | failed)
+    assert len(kept) == sum(t["success"] for t in traces) - len(slipped)
 
 
 @pytest.mark.parametrize("world", ["search", "math"])
