@@ -195,3 +195,42 @@ def test_cli_train_rl_and_evaluate(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "x"), "--stage", "rl", "--n", "1", "--batch-size", "1",
                  "--worlds", "math", "--splits", "eval"]) == 0
     assert json.loads((tmp_path / "x" / "eval" / "rl" / "summary.json").read_text())["rows"][0]["episodes"] == 1
+
+
+def _record(confidences, keywords, success, question="Where was Pozan Zokesshi born?"):
+    steps = [{"text": f"<keyword>{', '.join(k)}</keyword><confidence>{c}</confidence>", "confidence": c,
+              "keywords": k, "imaginary": "x", "observation": "Pozan Zokesshi was born in Velmora.",
+              "format_ok": True, "grounded": []} for c, k in zip(confidences, keywords)]
+    return {"question": question, "answer": "Velmora", "world": "search", "layout": "full", "success": success,
+            "steps": steps, "generated_tokens": 10, "final_answer": None}
+
+
+def test_hacking_check_flags_constant_confidence_and_emptier_keywords():
+    from foresight_lite.rl_report import hacking_check, hacking_flags
+
+    before = [_record([80, 70], [["Velmora"], ["Tarsk"]], True), _record([20, 30], [["Quenbrook"], ["x"]], False),
+              _record([75], [["Velmora"]], True), _record([35], [["Mars"]], False)]
+    after = [_record([50, 50], [[], []], True), _record([50, 50], [["Pozan Zokesshi"], []], False),
+             _record([50], [[]], True), _record([50], [[]], False)]
+    rows = hacking_check({"before": before, "after": after})
+    assert rows[0]["auroc_all"] == 1.0 and rows[1]["auroc_all"] == 0.5
+    assert rows[1]["confidence_std"] == 0 and rows[1]["confidence_mode_share"] == 1
+    assert rows[1]["keywords_already_seen"] == 1.0 and rows[0]["keywords_already_seen"] == 0.0
+    assert rows[1]["steps_without_keywords"] == pytest.approx(5 / 6)
+    flags = " ".join(hacking_flags(rows))
+    assert "collapsed" in flags and "fell from" in flags and "already seen" in flags
+    assert hacking_flags(hacking_check({"before": before, "again": before})) == []
+
+
+def test_episode_tokens_match_what_the_labeller_reads(tokenizer):
+    from foresight_lite.rl_report import credit_html, episode_tokens, worked_example
+
+    example = worked_example()
+    texts, observations = example["episodes"]["careful success"]
+    ids, mask = episode_tokens(tokenizer, texts, observations)
+    labels = token_labels(tokenizer, ids, mask)
+    assert [label is not None for label in labels] == [bool(m) for m in mask]
+    assert max(label[0] for label in labels if label) == len(texts) - 1
+    assert any(label[1] for label in labels if label) and not all(label[1] for label in labels if label)
+    page = credit_html(tokenizer, ids, labels, [1.0 if m else 0.0 for m in mask])
+    assert "border-bottom" in page and example["gold"] in page

@@ -272,8 +272,11 @@ def default_config(output_dir: Path, *, preset: str, smoke: bool, seed: int, **o
         # each update trains on freshly generated episodes once (num_iterations=1): TRL then skips
         # the old-logprob pass; beta=0 skips the reference model (no KL), as recent GRPO recipes do
         num_iterations=1, beta=0.0, loss_type="dapo", scale_rewards="group",
-        # few updates fit in the budget, so a LoRA-sized rate (SFT uses 1e-3) held constant
-        max_steps=12, learning_rate=1e-4, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
+        # ~10 minutes on 2 cores (an estimate, to be measured with scripts/benchmark.py rl): a
+        # generation round of 8 episodes x up to 192 tokens, 3-6 rounds per update, then a
+        # backward pass over ~5k tokens, ~70 s per update. So few updates that a LoRA-sized rate
+        # (SFT uses 1e-3) is held constant
+        max_steps=8, learning_rate=1e-4, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
         # sampling at temperature 1 so a group's episodes differ; caps: 192 new tokens per turn (a full
         # foresight step is ~150), 1024 tokens per episode including observations, MAX_TURNS turns
         temperature=1.0, top_p=1.0, top_k=0, generation_kwargs={"max_new_tokens": 192},
