@@ -5,6 +5,7 @@ import json
 import shutil
 
 import pytest
+from trl import GRPOConfig
 
 from foresight_lite.cli import main
 from foresight_lite.envs import make_env
@@ -123,7 +124,13 @@ def test_fc_rl_runs_whole_multi_turn_episodes_with_span_credit(tmp_path, monkeyp
         return adv
 
     monkeypatch.setattr(SpanCreditGRPOTrainer, "_span_credit", spy)
-    out = train_rl(tmp_path / "run", method="fc_rl", max_steps=2, max_completion_length=1500, **TINY)
+    # TRL's own GRPOConfig passes through whole (here without reward weights: ours are filled in)
+    config = GRPOConfig(output_dir=str(tmp_path / "ckpt"), num_generations=2, per_device_train_batch_size=4,
+                        max_steps=2, max_completion_length=1500, max_tool_calling_iterations=2,
+                        generation_kwargs={"max_new_tokens": 400}, logging_steps=1, save_strategy="no",
+                        report_to="none", learning_rate=1e-5, bf16=False,
+                        dataloader_pin_memory=False)
+    out = train_rl(tmp_path / "run", method="fc_rl", config=config, **TINY)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
     assert [r["step"] for r in rows] == [1, 2]
     for r in rows:
@@ -137,6 +144,8 @@ def test_fc_rl_runs_whole_multi_turn_episodes_with_span_credit(tmp_path, monkeyp
     assert all(len(set(row[m == 1].tolist())) >= 2 for row, m in zip(adv, tool_mask))  # spans differ
     settings = json.loads((out / "stage.json").read_text())
     assert settings["span_credit"] and settings["reward_components"] == ["success", "format"]
+    assert settings["grpo_config"]["output_dir"] == str(tmp_path / "ckpt")
+    assert settings["grpo_config"]["reward_weights"] == [1.0, 0.1] and config.learning_rate == 1e-5
 
 
 @pytest.mark.parametrize("method", ["rl", "fc_rl"])

@@ -278,7 +278,8 @@ def default_config(output_dir: Path, *, preset: str, smoke: bool, seed: int, **o
         # (SFT uses 1e-3) is held constant
         max_steps=8, learning_rate=1e-4, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
         # sampling at temperature 1 so a group's episodes differ; caps: 192 new tokens per turn (a full
-        # foresight step is ~150), 1024 tokens per episode including observations, MAX_TURNS turns
+        # foresight step is ~150), 1024 tokens per episode including observations, and MAX_TURNS - 1
+        # tool rounds: at most MAX_TURNS turns with the answer, the limit evaluation plays by
         temperature=1.0, top_p=1.0, top_k=0, generation_kwargs={"max_new_tokens": 192},
         max_completion_length=1024, max_tool_calling_iterations=MAX_TURNS - 1,
         logging_steps=1, save_strategy="steps", save_steps=4, save_total_limit=1,
