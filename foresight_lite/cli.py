@@ -1,7 +1,7 @@
 """Command line: `python -m foresight_lite <command> --help`.
 
 traces    roll the noisy teacher out and annotate every step with z_t (the data of every stage)
-train     train one stage of a run: mt (mid-training) or sft, into runs/<run>/<stage>/
+train     train one stage of a run: mt (mid-training), sft or rl (GRPO), into runs/<run>/<stage>/
 evaluate  play held-out tasks with a run's latest model and score it
 """
 
@@ -50,17 +50,21 @@ def cmd_traces(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .stages import train_midtraining, train_sft
+    from .stages import train_midtraining, train_rl, train_sft
 
     run_dir = Path(args.runs_dir) / args.run
     overrides = {k: v for k, v in (("max_steps", args.max_steps), ("learning_rate", args.learning_rate),
                                    ("per_device_train_batch_size", args.batch_size)) if v is not None}
-    common = dict(preset=args.preset, worlds=tuple(args.worlds), n_traces=args.n_traces, seed=args.seed,
-                  smoke=args.smoke, force=args.force, **overrides)
-    if args.stage == "mt":
-        out = train_midtraining(run_dir, corpus=args.corpus or "wm_amt", **common)
+    common = dict(preset=args.preset, worlds=tuple(args.worlds), seed=args.seed, smoke=args.smoke,
+                  force=args.force, **overrides)
+    if args.stage == "rl":
+        out = train_rl(run_dir, method=args.method or "fc_rl", init=args.init, **common)
+    elif args.method:
+        raise ValueError("--method applies to --stage rl only; stages mt and sft take --corpus.")
+    elif args.stage == "mt":
+        out = train_midtraining(run_dir, corpus=args.corpus or "wm_amt", n_traces=args.n_traces, **common)
     else:
-        out = train_sft(run_dir, corpus=args.corpus or "fe_sft", init=args.init, **common)
+        out = train_sft(run_dir, corpus=args.corpus or "fe_sft", init=args.init, n_traces=args.n_traces, **common)
     summary = json.loads((out / "complete.json").read_text())
     print(f"{args.stage} done: {out}/model | {summary['global_step']} steps, loss {summary['train_loss']:.3f}, "
           f"{summary['seconds']:.0f} s" + (f", {summary['tokens_per_second']:.0f} tokens/s"
@@ -147,30 +151,39 @@ def build_parser() -> argparse.ArgumentParser:
     from .models import PRESETS
 
     p = sub.add_parser(
-        "train", help="train one stage (mt or sft) of a run",
+        "train", help="train one stage (mt, sft or rl) of a run",
         description="Train one stage into RUNS_DIR/RUN/STAGE/ (model, stage.json, metrics.jsonl, complete.json). "
                     "mt: mid-training with the full next-token loss on standard_mt or wm_amt text. sft: SFT with "
                     "an assistant-only loss on sft, fe_sft or state_sft chat episodes, starting from the run's mt "
-                    "stage (or --init). A finished stage is not retrained (--force redoes it); an interrupted one "
+                    "stage (or --init). rl: GRPO on real multi-turn episodes of the rl split, starting from the "
+                    "run's sft stage (or --init); --method rl rewards the outcome (success, a small format term), fc_rl (FC-RL) also the "
+                    "calibration and grounding of the world-model span, with span-level credit. A finished stage "
+                    "is not retrained (--force redoes it); an interrupted one "
                     "resumes from its last checkpoint.",
         epilog="example: python -m foresight_lite train --stage mt --run wm --corpus wm_amt && "
-               "python -m foresight_lite train --stage sft --run wm --corpus fe_sft")
-    p.add_argument("--stage", choices=("mt", "sft"), required=True, help="which stage to train")
+               "python -m foresight_lite train --stage sft --run wm --corpus fe_sft && "
+               "python -m foresight_lite train --stage rl --run wm --method fc_rl")
+    p.add_argument("--stage", choices=("mt", "sft", "rl"), required=True, help="which stage to train")
     p.add_argument("--run", required=True, help="run name: outputs go to RUNS_DIR/RUN/STAGE/")
     p.add_argument("--corpus", choices=("standard_mt", "wm_amt", "sft", "fe_sft", "state_sft"),
                    help="training data (default: wm_amt for mt, fe_sft for sft)")
+    p.add_argument("--method", choices=("rl", "fc_rl"),
+                   help="rl only: rl (outcome reward: success and format) or fc_rl (FC-RL: also calibration and "
+                        "grounding, span-level credit) (default: fc_rl)")
     p.add_argument("--preset", choices=list(PRESETS), default="smollm2-135m",
                    help="model preset (default: smollm2-135m; tiny for a seconds-long check of the mechanics)")
-    p.add_argument("--init", help="sft only: a finished stage folder to start from, or 'base' for the preset's "
-                                  "own weights (default: this run's mt stage)")
+    p.add_argument("--init", help="sft and rl: a finished stage folder to start from, or 'base' for the preset's "
+                                  "own weights (default: this run's mt stage for sft, its sft stage for rl)")
     p.add_argument("--worlds", type=_worlds, default=["search", "math"], help="comma-separated (default: search,math)")
-    p.add_argument("--n-traces", type=_positive, default=400, help="teacher trajectories per world (default: 400)")
+    p.add_argument("--n-traces", type=_positive, default=400,
+                   help="mt and sft: teacher trajectories per world (default: 400)")
     p.add_argument("--seed", type=int, default=0, help="seed of the world, the traces and training (default: 0)")
     p.add_argument("--max-steps", type=_positive, help="stop after this many optimizer steps")
     p.add_argument("--learning-rate", type=float, help="override the recipe's learning rate")
     p.add_argument("--batch-size", type=_positive, help="override the recipe's batch size")
     p.add_argument("--runs-dir", default="runs", help="where runs live (default: runs)")
-    p.add_argument("--smoke", action="store_true", help="3 steps of batch 2: checks the mechanics in seconds")
+    p.add_argument("--smoke", action="store_true", help="a few tiny steps (3 for mt/sft, 2 for rl): checks the "
+                                                         "mechanics in seconds")
     p.add_argument("--force", action="store_true", help="retrain even if the stage is finished")
     p.set_defaults(func=cmd_train)
 
@@ -181,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "records and a summary to RUN_DIR/eval/STAGE/.",
         epilog="example: python -m foresight_lite evaluate runs/wm --n 200")
     p.add_argument("run_dir", help="a run folder, e.g. runs/wm")
-    p.add_argument("--stage", choices=("mt", "sft"), help="which stage's model (default: the latest finished)")
+    p.add_argument("--stage", choices=("mt", "sft", "rl"), help="which stage's model (default: the latest finished)")
     p.add_argument("--worlds", type=_worlds, default=["search", "math"], help="comma-separated (default: search,math)")
     p.add_argument("--splits", type=lambda t: [s for s in t.split(",") if s], default=["eval", "ood"],
                    help="comma-separated, of eval and ood (default: eval,ood)")

@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from .envs import MAX_TURNS, make_env
-from .envs.base import normalize_answer, stable_hash
+from .envs.base import stable_hash
 from .format import parse_step
 from .metrics import auroc, brier, ece
+from .rewards import keyword_grounded  # one definition of grounding, shared with the RL reward
 
 MAX_NEW_TOKENS = 320  # a full foresight step is about 150 tokens; longer output is a runaway
 
@@ -121,17 +121,6 @@ def _finish(env, record) -> dict:
         step["grounded"] = [k for k in step["keywords"] if keyword_grounded(k, later, record["answer"])]
     record.pop("messages")
     return record
-
-
-def keyword_grounded(keyword: str, later_observations: list[str], gold: str) -> bool:
-    """Does `keyword` turn up in a later observation, or is it the gold answer?"""
-    key = normalize_answer(keyword)
-    if not key:
-        return False
-    if key == normalize_answer(gold):
-        return True
-    pattern = re.compile(rf"(?<!\w){re.escape(key)}(?!\w)")
-    return any(pattern.search(normalize_answer(obs)) for obs in later_observations)
 
 
 def summarize(episodes: list[dict]) -> dict:

@@ -9,6 +9,10 @@ peak:     the machine's measured matmul throughput (fp32, bf16), the yardstick f
 train:    stage-2 training of smollm2-135m with the recipe and with one choice changed at a time:
           tokens/s, model FLOP/s as a share of the bf16 matmul peak, peak memory (a subprocess each).
 generate: batched against one-episode-at-a-time evaluation on the same tasks.
+rl:       stage 3 (FC-RL) with the default recipe, from --model (a finished stage folder, e.g.
+          runs/wm/sft; default: the preset's own weights): wall time, episodes/s, share of the
+          time spent generating (tool calls included), peak memory (a subprocess).
+          `python scripts/benchmark.py rl --preset tiny --smoke` checks the section in seconds.
 """
 
 from __future__ import annotations
@@ -145,20 +149,71 @@ def bench_generate(model_path: str | None = None) -> None:
         print(f"generate batch {batch:2}: {len(episodes) / seconds:.2f} episodes/s, {tokens / seconds:.0f} tokens/s")
 
 
-SECTIONS = {"traces": bench_traces, "peak": bench_peak, "train": bench_train, "generate": bench_generate}
+_RL_CHILD = r"""
+import json, resource, sys, tempfile, time
+from pathlib import Path
+from foresight_lite.stages import train_rl
+preset, init, smoke, method = json.loads(sys.argv[1])
+start = time.perf_counter()
+out = train_rl(Path(tempfile.mkdtemp()) / "b", method=method, preset=preset, init=init or "base", smoke=smoke,
+               save_steps=1000)
+seconds = time.perf_counter() - start
+settings = json.loads((out / "stage.json").read_text())["grpo_config"]
+rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if '"step_time"' in l]
+steps = len(rows)
+episodes = steps * settings["per_device_train_batch_size"] * settings["gradient_accumulation_steps"]
+train_seconds = sum(r["step_time"] for r in rows)
+print(json.dumps({"seconds": seconds, "steps": steps, "episodes": episodes, "train_seconds": train_seconds,
+                  "episodes_per_second": episodes / train_seconds,
+                  "generate_share": sum(r.get("time/generate", 0.0) for r in rows) / train_seconds,
+                  "tokens_per_episode": sum(r["completions/mean_length"] for r in rows) / steps,
+                  "success": [r["reward/success"] for r in rows], "calib": [r["reward/calib"] for r in rows],
+                  "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}))
+"""
+
+
+def bench_rl(model_path: str | None = None, preset: str = "smollm2-135m", smoke: bool = False) -> None:
+    import json
+    import subprocess
+    import sys
+
+    for method in ("fc_rl",):
+        result = subprocess.run([sys.executable, "-c", _RL_CHILD, json.dumps([preset, model_path, smoke, method])],
+                                capture_output=True, text=True)
+        if result.returncode:
+            print(f"rl      {method}: failed\n{result.stderr[-800:]}")
+            continue
+        r = json.loads(result.stdout.strip().splitlines()[-1])
+        print(f"rl      {preset} {method}: {r['seconds']:.0f} s in all, {r['steps']} steps, {r['episodes']} episodes, "
+              f"{r['episodes_per_second']:.2f} episodes/s, {r['generate_share']:.0%} of step time generating, "
+              f"{r['tokens_per_episode']:.0f} completion tokens/episode, peak memory {r['peak_gb']:.1f} GB")
+        print(f"rl      success per step {[round(x, 2) for x in r['success']]}, "
+              f"calibration reward per step {[round(x, 2) for x in r['calib']]}")
+
+
+SECTIONS = {"traces": bench_traces, "peak": bench_peak, "train": bench_train, "generate": bench_generate,
+            "rl": bench_rl}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sections", nargs="*", help=f"any of: {', '.join(SECTIONS)} (default: all)")
-    parser.add_argument("--model", help="generate: a trained model folder (default: the base smollm2-135m)")
+    parser.add_argument("--model", help="generate: a trained model folder (default: the base smollm2-135m); "
+                                        "rl: a finished stage folder to start from (default: the preset's weights)")
+    parser.add_argument("--preset", default="smollm2-135m", help="rl: model preset (default: smollm2-135m)")
+    parser.add_argument("--smoke", action="store_true", help="rl: the seconds-long smoke recipe")
     args = parser.parse_args()
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     for name in args.sections or SECTIONS:
-        SECTIONS[name](args.model) if name == "generate" else SECTIONS[name]()
+        if name == "generate":
+            SECTIONS[name](args.model)
+        elif name == "rl":
+            SECTIONS[name](args.model, preset=args.preset, smoke=args.smoke)
+        else:
+            SECTIONS[name]()
 
 
 if __name__ == "__main__":
