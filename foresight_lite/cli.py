@@ -54,7 +54,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.runs_dir) / args.run
     overrides = {k: v for k, v in (("max_steps", args.max_steps), ("learning_rate", args.learning_rate),
-                                   ("per_device_train_batch_size", args.batch_size)) if v is not None}
+                                   ("per_device_train_batch_size", args.batch_size),
+                                   ("max_length", args.max_length)) if v is not None}
     common = dict(preset=args.preset, worlds=tuple(args.worlds), n_traces=args.n_traces, seed=args.seed,
                   smoke=args.smoke, force=args.force, **overrides)
     if args.stage == "mt":
@@ -169,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=_positive, help="stop after this many optimizer steps")
     p.add_argument("--learning-rate", type=float, help="override the recipe's learning rate")
     p.add_argument("--batch-size", type=_positive, help="override the recipe's batch size")
+    p.add_argument("--max-length", type=_positive, help="override the recipe's longest sequence in tokens "
+                                                        "(longer episodes are cut)")
     p.add_argument("--runs-dir", default="runs", help="where runs live (default: runs)")
     p.add_argument("--smoke", action="store_true", help="3 steps of batch 2: checks the mechanics in seconds")
     p.add_argument("--force", action="store_true", help="retrain even if the stage is finished")

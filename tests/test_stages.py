@@ -94,3 +94,57 @@ def test_cli_refuses_gpu_preset_and_missing_runs(tmp_path, capsys):
     assert "needs a CUDA GPU" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "none")]) == 1
     assert "No finished stage" in capsys.readouterr().err
+
+
+def test_continued_pretraining_trains_tied_embeddings_at_a_smaller_rate(tmp_path, monkeypatch):
+    """GPU presets mid-train embed_tokens/lm_head too (Unsloth's CPT recipe); checked here on a tiny twin."""
+    import dataclasses
+
+    import torch
+
+    from foresight_lite import models
+
+    monkeypatch.setitem(models.PRESETS, "tiny", dataclasses.replace(models.PRESETS["tiny"], mt_train_embeddings=True))
+    seen = {}
+    original = __import__("foresight_lite.stages.midtrain", fromlist=["x"]).embedding_optimizer
+
+    def spy(model, args, *, ratio):
+        seen["optimizer"] = original(model, args, ratio=ratio)
+        return seen["optimizer"]
+
+    monkeypatch.setattr("foresight_lite.stages.midtrain.embedding_optimizer", spy)
+    train_midtraining(tmp_path / "cpt", corpus="wm_amt", max_steps=2, **TINY)
+    settings = json.loads((tmp_path / "cpt" / "mt" / "stage.json").read_text())
+    lr = settings["sft_config"]["learning_rate"]
+    assert settings["train_embeddings"] and settings["embedding_learning_rate"] == pytest.approx(lr * 0.1)
+    groups = seen["optimizer"].param_groups
+    assert [g["initial_lr"] for g in groups] == pytest.approx([lr, lr * 0.1])
+    assert len(groups[1]["params"]) == 1  # embed_tokens and lm_head are one tied matrix
+    base, _ = load_model("tiny")
+    trained, _ = load_model("tiny", path=tmp_path / "cpt" / "mt" / "model")
+    embed = trained.get_input_embeddings().weight
+    assert not torch.equal(embed, base.get_input_embeddings().weight)  # the embeddings did train
+    assert trained.get_output_embeddings().weight.data_ptr() == embed.data_ptr()  # and are still tied
+
+
+def test_out_of_memory_becomes_one_sentence(tmp_path):
+    import types
+
+    import torch
+
+    from foresight_lite.stages.common import train_with_resume
+
+    class OutOfMemoryTrainer:
+        args = types.SimpleNamespace(output_dir=str(tmp_path), per_device_train_batch_size=4, max_length=2048)
+
+        def train(self, resume_from_checkpoint=None):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.16 GiB")
+
+    with pytest.raises(RuntimeError) as info:
+        train_with_resume(OutOfMemoryTrainer(), tmp_path, config={"stage": "sft"}, started=0.0)
+    message = str(info.value)
+    assert message.startswith("The GPU ran out of memory in stage sft with batches of 4 x 2048 tokens;")
+    assert "--batch-size 2 " in message and "--max-length 1024" in message
+    assert message.endswith(".") and ". " not in message  # one sentence
+    assert isinstance(info.value.__cause__, torch.cuda.OutOfMemoryError)
+    assert not (tmp_path / "complete.json").exists()

@@ -7,7 +7,8 @@
       model/          the trained model (LoRA merged in) and tokenizer, via save_pretrained
       complete.json   written last: wall time, tokens/s, final loss; its presence means done
 
-A stage whose `complete.json` exists is not retrained (pass `force=True` to redo it).
+A stage whose `complete.json` exists is not retrained (pass `force=True` to redo it). A GPU that
+runs out of memory during training stops the stage with one sentence naming the flags to lower.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import shutil
 import time
 from pathlib import Path
 
+import torch
 from transformers import TrainerCallback
+
+from ..models import is_embedding_parameter
 
 STAGES = ("mt", "sft", "rl")
 
@@ -89,6 +93,34 @@ def save_model(model, tokenizer, directory: Path) -> None:
     os.replace(tmp, directory)
 
 
+def embedding_optimizer(model, args, *, ratio: float) -> torch.optim.AdamW:
+    """AdamW in which embedding parameters learn at `ratio` x `args.learning_rate`, the rest at the full rate.
+
+    Unsloth's continued pre-training recipe trains embed_tokens and lm_head at a 2-10x smaller rate
+    than the LoRA adapters; TRL's scheduler then scales both groups by the same factor each step.
+    """
+    groups = {False: [], True: []}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            groups[is_embedding_parameter(name)].append(param)
+    if not groups[True]:
+        raise ValueError("No trainable embedding parameters; wrap the model with add_lora(..., train_embeddings=True).")
+    return torch.optim.AdamW([{"params": groups[False], "lr": args.learning_rate},
+                              {"params": groups[True], "lr": args.learning_rate * ratio}],
+                             lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
+                             weight_decay=args.weight_decay)
+
+
+def out_of_memory_message(args, stage: str) -> str:
+    """One sentence: the GPU ran out of memory at these settings, and which flags to lower."""
+    batch, length = args.per_device_train_batch_size, getattr(args, "max_length", None)
+    shape = f"batches of {batch}" + (f" x {length} tokens" if length else "")
+    shorter = f" such as --max-length {length // 2}" if length else ""
+    return (f"The GPU ran out of memory in stage {stage} with {shape}; rerun the same command with "
+            f"--batch-size {max(1, batch // 2)} (it resumes from the last checkpoint), a smaller --max-length"
+            f"{shorter}, or a smaller --preset.")
+
+
 def train_with_resume(trainer, directory: Path, *, config: dict, started: float) -> dict:
     """Run `trainer` (resuming from its last checkpoint), save the model, mark the stage done."""
     resume = last_checkpoint(Path(trainer.args.output_dir))
@@ -97,7 +129,10 @@ def train_with_resume(trainer, directory: Path, *, config: dict, started: float)
         step = int(resume.rsplit("-", 1)[-1])
         kept = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= step]
         log.write_text("".join(line + "\n" for line in kept))
-    result = trainer.train(resume_from_checkpoint=resume)
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+    except torch.cuda.OutOfMemoryError as err:
+        raise RuntimeError(out_of_memory_message(trainer.args, config["stage"])) from err
     save_model(trainer.model, trainer.processing_class, directory / "model")
     rows = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
     speeds = [r["tokens_per_second"] for r in rows if "tokens_per_second" in r]
