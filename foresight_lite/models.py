@@ -183,8 +183,12 @@ def get_preset(preset: str) -> Preset:
 
 
 def backend_name() -> str:
-    """ "unsloth" when a CUDA GPU and the unsloth package are both present, else "transformers+peft"."""
-    gpu = torch.cuda.is_available() and importlib.util.find_spec("unsloth") is not None
+    """ "unsloth" when a CUDA GPU and the unsloth package are both present, else "transformers+peft".
+
+    FORESIGHT_NO_UNSLOTH=1 forces transformers + peft (see foresight_lite/__init__.py).
+    """
+    wanted = os.environ.get("FORESIGHT_NO_UNSLOTH") != "1"
+    gpu = wanted and torch.cuda.is_available() and importlib.util.find_spec("unsloth") is not None
     return "unsloth" if gpu else "transformers+peft"
 
 

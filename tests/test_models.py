@@ -263,3 +263,31 @@ def test_gpu_preset_loads_fp16_weights_on_a_t4(monkeypatch):
     with pytest.raises(PresetUnavailable, match="Could not fetch"):
         models._from_pretrained("unsloth/Qwen2.5-0.5B-Instruct", "auto", True)
     assert seen == {"dtype": torch.float16, "device_map": "auto"}
+
+
+UNSLOTH_PROBE = """
+import sys, torch
+torch.cuda.is_available = lambda: True  # pretend to be a GPU machine
+import foresight_lite.models as models
+import unsloth
+print(unsloth.LOADED_BEFORE, models.backend_name())
+"""
+
+
+@pytest.mark.parametrize("no_unsloth", ["", "1"])
+def test_unsloth_is_imported_before_transformers_on_a_gpu(tmp_path, no_unsloth):
+    """Unsloth patches transformers/TRL/peft only if it is imported first; a stand-in package records the order."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "unsloth").mkdir()
+    (tmp_path / "unsloth" / "__init__.py").write_text(
+        "import sys\nLOADED_BEFORE = sorted(m for m in ('transformers', 'trl', 'peft') if m in sys.modules)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+           "FORESIGHT_NO_UNSLOTH": no_unsloth}
+    done = subprocess.run([sys.executable, "-c", UNSLOTH_PROBE], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # FORESIGHT_NO_UNSLOTH=1: not imported early (the probe's own import comes after transformers)
+    expected = "[] unsloth" if not no_unsloth else "['transformers'] transformers+peft"
+    assert done.stdout.strip().splitlines()[-1] == expected
