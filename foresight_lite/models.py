@@ -182,6 +182,11 @@ def get_preset(preset: str) -> Preset:
     return PRESETS[preset]
 
 
+def default_preset() -> str:
+    """The preset for results on this machine: "qwen-0.5b-t4" with a CUDA GPU, else "smollm2-135m"."""
+    return "qwen-0.5b-t4" if torch.cuda.is_available() else "smollm2-135m"
+
+
 def backend_name() -> str:
     """ "unsloth" when a CUDA GPU and the unsloth package are both present, else "transformers+peft".
 

@@ -291,3 +291,10 @@ def test_unsloth_is_imported_before_transformers_on_a_gpu(tmp_path, no_unsloth):
     # FORESIGHT_NO_UNSLOTH=1: not imported early (the probe's own import comes after transformers)
     expected = "[] unsloth" if not no_unsloth else "['transformers'] transformers+peft"
     assert done.stdout.strip().splitlines()[-1] == expected
+
+
+def test_default_preset_follows_the_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert models.default_preset() == "qwen-0.5b-t4"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert models.default_preset() == "smollm2-135m"
