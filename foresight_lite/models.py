@@ -66,26 +66,24 @@ class Preset:
     embedding_lr_ratio: float = 0.1
 
 
-# The GPU presets' recipe for a 15 GB T4, derived in docs/t4_budget.md (an estimate, not measured on
-# a GPU). fp16 or bf16 is chosen at run time (`mixed_precision`); 2e-4 is Unsloth's usual LoRA rate
-# (the CPU recipe's 1e-3 was tuned on SmolLM2 only). Batches keep 8 sequences per update, as on CPU.
+# The GPU presets' changes to the stage recipes for a 15 GB T4, sized in docs/t4_budget.md
+# (`python scripts/t4_budget.py`; an estimate, not measured on a GPU). fp16 or bf16 is chosen at run
+# time (`stage_settings`). Stages 1-2 keep the CPU recipe's 8 sequences per update at ~3-9 GB;
+# 2e-4 is Unsloth's usual LoRA rate (the CPU recipe's 1e-3 was tuned on SmolLM2 only).
 T4_STAGES = {
     "mt": dict(per_device_train_batch_size=4, gradient_accumulation_steps=2, max_length=2048,
                learning_rate=2e-4),
     "sft": dict(per_device_train_batch_size=4, gradient_accumulation_steps=2, max_length=2048,
                 learning_rate=2e-4),
-    # GRPO: 8 completions per prompt, one prompt per step; no reference model (beta 0), so
-    # the LoRA policy is the only copy of the weights on the GPU
-    "rl": dict(per_device_train_batch_size=8, gradient_accumulation_steps=1, num_generations=8,
-               max_completion_length=1024, temperature=1.0, beta=0.0, learning_rate=5e-6),
+    # GRPO: 2 tasks x 8 episodes generated together (generation is bound by per-step overhead, so
+    # a wider round costs little), trained in micro-batches of 8; their full-vocabulary logits
+    # (~5.6 GB) dominate memory
+    "rl": dict(per_device_train_batch_size=8, gradient_accumulation_steps=2, num_generations=8,
+               max_completion_length=1024),
 }
-# 1.5B: a quarter of the 0.5B batch, the same update size; see docs/t4_budget.md
-T4_STAGES_1_5B = {
-    "mt": {**T4_STAGES["mt"], "per_device_train_batch_size": 2, "gradient_accumulation_steps": 4},
-    "sft": {**T4_STAGES["sft"], "per_device_train_batch_size": 2, "gradient_accumulation_steps": 4},
-    "rl": {**T4_STAGES["rl"], "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2,
-           "num_generations": 8},
-}
+# 1.5B: the same, but GRPO micro-batches of 4 (the logits of 8 plus 3 GB of weights leave too little room)
+T4_STAGES_1_5B = {**T4_STAGES, "rl": {**T4_STAGES["rl"], "per_device_train_batch_size": 4,
+                                      "gradient_accumulation_steps": 4}}
 
 PRESETS = {p.name: p for p in [
     Preset("tiny", "Qwen2 of ~3M params with a locally trained BPE; mechanics only, never results.",
