@@ -81,7 +81,7 @@ T4_STAGES = {
     "rl": dict(per_device_train_batch_size=8, gradient_accumulation_steps=2, num_generations=8,
                max_completion_length=1024),
 }
-# 1.5B: the same, but GRPO micro-batches of 4 (the logits of 8 plus 3 GB of weights leave too little room)
+# 1.5B: the same, but GRPO micro-batches of 4 (8 would need ~11.7 GB by the estimate: too close to 15)
 T4_STAGES_1_5B = {**T4_STAGES, "rl": {**T4_STAGES["rl"], "per_device_train_batch_size": 4,
                                       "gradient_accumulation_steps": 4}}
 
