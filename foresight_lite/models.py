@@ -373,7 +373,10 @@ def _from_pretrained(ref, dtype, gpu):
         dtype = torch.bfloat16 if bf16_supported() else torch.float16
     try:
         tokenizer = AutoTokenizer.from_pretrained(ref)
-        model = AutoModelForCausalLM.from_pretrained(ref, dtype=dtype, device_map="auto" if gpu else None)
+        # one GPU per process under `accelerate launch` (DDP), else spread over what there is
+        local_rank = int(os.environ.get("LOCAL_RANK", -1))
+        device_map = ({"": local_rank} if local_rank >= 0 else "auto") if gpu else None
+        model = AutoModelForCausalLM.from_pretrained(ref, dtype=dtype, device_map=device_map)
     except OSError as e:
         if Path(ref).is_dir():
             raise

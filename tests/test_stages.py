@@ -148,3 +148,34 @@ def test_out_of_memory_becomes_one_sentence(tmp_path):
     assert message.endswith(".") and ". " not in message  # one sentence
     assert isinstance(info.value.__cause__, torch.cuda.OutOfMemoryError)
     assert not (tmp_path / "complete.json").exists()
+
+
+DDP_SCRIPT = """
+import json, sys
+from pathlib import Path
+from foresight_lite.stages import train_midtraining
+run = Path(sys.argv[1])
+done = train_midtraining(run, corpus="standard_mt", preset="tiny", n_traces=6, smoke=True, use_cpu=True)
+print("RESULT", json.dumps(json.loads((done / "complete.json").read_text())["global_step"]))
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_write_the_stage_folder_once(tmp_path):
+    """`accelerate launch` / torchrun start one process per device; only the first writes the stage."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    done = subprocess.run([*torchrun, str(script), str(tmp_path / "run")], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("RESULT 3") == 2  # both processes finished and read the same summary
+    assert "parallel_mode != ParallelMode.DISTRIBUTED" not in done.stderr  # really data-parallel (gloo)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "mt" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]  # logged once, not once per process
+    assert (tmp_path / "run" / "mt" / "model" / "config.json").exists()
+    assert not list((tmp_path / "run" / "mt").glob(".*.tmp")) and not (tmp_path / "run" / "mt" / "model.tmp").exists()

@@ -53,7 +53,7 @@ def require_stage(path: str | Path, *, hint: str) -> Path:
 
 
 def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: launchers start several
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     os.replace(tmp, path)
 
@@ -65,6 +65,8 @@ class MetricsLog(TrainerCallback):
         self.path, self.last = path, None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero:  # under `accelerate launch`, one process writes
+            return
         now, tokens = time.perf_counter(), (logs or {}).get("num_tokens")
         row = {"step": state.global_step, "epoch": state.epoch, **(logs or {})}
         if tokens is not None and self.last is not None and tokens > self.last[1]:
@@ -125,7 +127,7 @@ def train_with_resume(trainer, directory: Path, *, config: dict, started: float)
     """Run `trainer` (resuming from its last checkpoint), save the model, mark the stage done."""
     resume = last_checkpoint(Path(trainer.args.output_dir))
     log = directory / "metrics.jsonl"
-    if resume and log.exists():  # drop the rows logged after the checkpoint: they are replayed
+    if resume and log.exists() and trainer.is_world_process_zero():  # drop rows logged after the checkpoint
         step = int(resume.rsplit("-", 1)[-1])
         kept = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= step]
         log.write_text("".join(line + "\n" for line in kept))
@@ -133,12 +135,15 @@ def train_with_resume(trainer, directory: Path, *, config: dict, started: float)
         result = trainer.train(resume_from_checkpoint=resume)
     except torch.cuda.OutOfMemoryError as err:
         raise RuntimeError(out_of_memory_message(trainer.args, config["stage"])) from err
-    save_model(trainer.model, trainer.processing_class, directory / "model")
-    rows = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
-    speeds = [r["tokens_per_second"] for r in rows if "tokens_per_second" in r]
-    summary = {"stage": config["stage"], "seconds": time.perf_counter() - started, "resumed_from": resume,
-               "global_step": trainer.state.global_step, "train_loss": result.training_loss,
-               "tokens": trainer.state.num_input_tokens_seen or max((r.get("num_tokens", 0) for r in rows), default=0),
-               "tokens_per_second": sum(speeds) / len(speeds) if speeds else None}
-    write_json(directory / "complete.json", summary)
-    return summary
+    if trainer.is_world_process_zero():  # several processes (accelerate launch): the first one saves
+        save_model(trainer.model, trainer.processing_class, directory / "model")
+        rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        speeds = [r["tokens_per_second"] for r in rows if "tokens_per_second" in r]
+        summary = {"stage": config["stage"], "seconds": time.perf_counter() - started, "resumed_from": resume,
+                   "global_step": trainer.state.global_step, "train_loss": result.training_loss,
+                   "tokens": trainer.state.num_input_tokens_seen or max((r.get("num_tokens", 0) for r in rows),
+                                                                        default=0),
+                   "tokens_per_second": sum(speeds) / len(speeds) if speeds else None}
+        write_json(directory / "complete.json", summary)
+    trainer.accelerator.wait_for_everyone()
+    return json.loads((directory / "complete.json").read_text())
