@@ -368,15 +368,18 @@ def _load_base(p: Preset, dtype):
     return _from_pretrained(smollm2_dir() if p.kind == "gguf" else p.source, dtype, p.gpu)
 
 
+def _device_map(*, gpu: bool):
+    """One GPU per process under `accelerate launch` (DDP), else whatever GPUs there are; None on CPU."""
+    local_rank = int(os.environ.get("LOCAL_RANK", -1))
+    return ({"": local_rank} if local_rank >= 0 else "auto") if gpu else None
+
+
 def _from_pretrained(ref, dtype, gpu):
     if gpu and dtype == "auto":  # the checkpoint's bf16 would be emulated, slowly, on a T4
         dtype = torch.bfloat16 if bf16_supported() else torch.float16
     try:
         tokenizer = AutoTokenizer.from_pretrained(ref)
-        # one GPU per process under `accelerate launch` (DDP), else spread over what there is
-        local_rank = int(os.environ.get("LOCAL_RANK", -1))
-        device_map = ({"": local_rank} if local_rank >= 0 else "auto") if gpu else None
-        model = AutoModelForCausalLM.from_pretrained(ref, dtype=dtype, device_map=device_map)
+        model = AutoModelForCausalLM.from_pretrained(ref, dtype=dtype, device_map=_device_map(gpu=gpu))
     except OSError as e:
         if Path(ref).is_dir():
             raise
@@ -390,7 +393,8 @@ def _load_unsloth(p: Preset, path, for_training):
 
     try:
         model, tokenizer = FastLanguageModel.from_pretrained(model_name=str(path or p.source), dtype=None,
-                                                             max_seq_length=p.max_seq_length, load_in_4bit=False)
+                                                             max_seq_length=p.max_seq_length, load_in_4bit=False,
+                                                             device_map=_device_map(gpu=True))
     except OSError as e:
         raise PresetUnavailable(f"Unsloth could not load {str(path or p.source)!r} ({str(e).splitlines()[0]}); "
                                 "check the internet connection or pass path= a local copy.") from e

@@ -298,3 +298,10 @@ def test_default_preset_follows_the_gpu(monkeypatch):
     assert models.default_preset() == "qwen-0.5b-t4"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert models.default_preset() == "smollm2-135m"
+
+
+def test_each_launched_process_loads_onto_its_own_gpu(monkeypatch):
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert models._device_map(gpu=True) == "auto" and models._device_map(gpu=False) is None
+    monkeypatch.setenv("LOCAL_RANK", "3")  # set by accelerate launch / torchrun
+    assert models._device_map(gpu=True) == {"": 3} and models._device_map(gpu=False) is None
