@@ -332,8 +332,11 @@ def load_model(preset: str, *, path=None, dtype=None, for_training=False):
         require_gpu(p)
         if backend_name() == "unsloth":
             return _load_unsloth(p, path, for_training)
-        warnings.warn(f"unsloth is not installed, so {p.name!r} loads through plain transformers (slower, more "
-                      "memory); `pip install unsloth` to use it.", stacklevel=2)
+        if importlib.util.find_spec("unsloth") is None:  # (else FORESIGHT_NO_UNSLOTH=1 chose this)
+            warnings.warn(f"unsloth is not installed, so {p.name!r} loads through plain transformers + peft (slower, "
+                          "more memory); install it as the notebooks' first cell does (`pip install --no-deps "
+                          "unsloth unsloth_zoo` keeps your torch, a plain `pip install unsloth` replaces it).",
+                          stacklevel=2)
     if path is not None and not Path(path).is_dir():
         raise FileNotFoundError(f"No saved model at {path}; pass the directory a stage wrote.")
     if path is not None and (Path(path) / "adapter_config.json").exists():
