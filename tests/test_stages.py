@@ -179,3 +179,27 @@ def test_two_processes_write_the_stage_folder_once(tmp_path):
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]  # logged once, not once per process
     assert (tmp_path / "run" / "mt" / "model" / "config.json").exists()
     assert not list((tmp_path / "run" / "mt").glob(".*.tmp")) and not (tmp_path / "run" / "mt" / "model.tmp").exists()
+
+
+def _unsloth_gpu() -> bool:
+    import importlib.util
+
+    import torch
+
+    return torch.cuda.is_available() and importlib.util.find_spec("unsloth") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _unsloth_gpu(), reason="needs a CUDA GPU with Unsloth installed; Unsloth's loader does not "
+                                               "run on a CPU (docs/t4_budget.md)")
+def test_gpu_preset_trains_stage_2_through_unsloth(tmp_path):
+    """The Colab path end to end on a real GPU: Unsloth loader, LoRA, three FE-SFT steps, reload."""
+    from foresight_lite import models
+
+    assert models.backend_name() == "unsloth"
+    out = train_sft(tmp_path / "gpu", corpus="fe_sft", preset="qwen-0.5b-t4", init="base", n_traces=6, smoke=True)
+    done = json.loads((out / "complete.json").read_text())
+    assert done["global_step"] == 3 and done["train_loss"] > 0
+    model, tokenizer = load_model("qwen-0.5b-t4", path=out / "model")
+    ids = tokenizer("<think>", return_tensors="pt").input_ids.to(model.device)
+    assert model.generate(ids, max_new_tokens=3, do_sample=False).shape[1] > ids.shape[1]
