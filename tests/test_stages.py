@@ -170,7 +170,7 @@ def test_two_processes_write_the_stage_folder_once(tmp_path):
 
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     done = subprocess.run([*torchrun, str(script), str(tmp_path / "run")], capture_output=True, text=True,
                           timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
