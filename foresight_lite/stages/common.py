@@ -115,7 +115,9 @@ def embedding_optimizer(model, args, *, ratio: float) -> torch.optim.AdamW:
 
 def out_of_memory_message(args, stage: str) -> str:
     """One sentence: the GPU ran out of memory at these settings, and which flags to lower."""
-    batch, length = args.per_device_train_batch_size, getattr(args, "max_length", None)
+    # SFT caps whole sequences (max_length), GRPO the completions (max_completion_length)
+    batch = args.per_device_train_batch_size
+    length = getattr(args, "max_length", None) or getattr(args, "max_completion_length", None)
     shape = f"batches of {batch}" + (f" x {length} tokens" if length else "")
     shorter = f" such as --max-length {length // 2}" if length else ""
     return (f"The GPU ran out of memory in stage {stage} with {shape}; rerun the same command with "
