@@ -55,6 +55,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = Path(args.runs_dir) / args.run
     overrides = {k: v for k, v in (("max_steps", args.max_steps), ("learning_rate", args.learning_rate),
                                    ("per_device_train_batch_size", args.batch_size)) if v is not None}
+    if args.max_length is not None:  # GRPO caps the episode (completion), SFT the whole sequence
+        overrides["max_completion_length" if args.stage == "rl" else "max_length"] = args.max_length
     common = dict(preset=args.preset, worlds=tuple(args.worlds), seed=args.seed, smoke=args.smoke,
                   force=args.force, **overrides)
     if args.stage == "rl":
@@ -181,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=_positive, help="stop after this many optimizer steps")
     p.add_argument("--learning-rate", type=float, help="override the recipe's learning rate")
     p.add_argument("--batch-size", type=_positive, help="override the recipe's batch size")
+    p.add_argument("--max-length", type=_positive, help="override the recipe's longest sequence in tokens "
+                                                        "(longer episodes are cut)")
     p.add_argument("--runs-dir", default="runs", help="where runs live (default: runs)")
     p.add_argument("--smoke", action="store_true", help="a few tiny steps (3 for mt/sft, 2 for rl): checks the "
                                                          "mechanics in seconds")

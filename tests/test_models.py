@@ -181,6 +181,7 @@ def test_gpu_preset_offline_without_unsloth_fails_in_one_sentence(monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (7, 5))  # a T4
     monkeypatch.setattr(models, "backend_name", lambda: "transformers+peft")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.warns(UserWarning, match="unsloth is not installed"), \
@@ -208,3 +209,99 @@ def test_smollm2_converts_once_then_loads_fast_and_generates(smol):
                                      add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out = model.generate(**prompt, max_new_tokens=8, do_sample=False)
     assert "Paris" in tok.decode(out[0, prompt["input_ids"].shape[1]:])
+
+
+# ---------------------------------------------------------------- GPU presets and continued pre-training
+
+def test_gpu_presets_carry_a_t4_recipe_per_stage(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (7, 5))  # a T4: no native bf16
+    monkeypatch.setattr(models, "backend_name", lambda: "transformers+peft")
+    for name in ("qwen-0.5b-t4", "qwen-1.5b-t4"):
+        assert models.PRESETS[name].mt_train_embeddings
+        for stage in ("mt", "sft", "rl"):
+            settings = models.stage_settings(name, stage)
+            assert settings["fp16"] and not settings["bf16"] and settings["gradient_checkpointing"]
+            per_update = settings["per_device_train_batch_size"] * settings["gradient_accumulation_steps"]
+            # stages 1-2: 8 sequences per optimizer update, as in the CPU recipe; GRPO: whole groups
+            assert per_update == 8 if stage != "rl" else per_update % settings["num_generations"] == 0
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))  # an A100
+    monkeypatch.setattr(models, "backend_name", lambda: "unsloth")
+    settings = models.stage_settings("qwen-0.5b-t4", "sft")
+    assert settings["bf16"] and not settings["fp16"] and "gradient_checkpointing" not in settings  # Unsloth's own
+
+
+def test_cpu_presets_keep_the_shared_recipe():
+    for name in ("tiny", "smollm2-135m"):
+        assert all(models.stage_settings(name, stage) == {} for stage in ("mt", "sft", "rl"))
+        assert not models.PRESETS[name].mt_train_embeddings
+
+
+def test_lora_with_embeddings_trains_one_tied_fp32_copy():
+    half = build_tiny(seed=0)[0].to(torch.float16)
+    peft_model = add_lora(half, "tiny", train_embeddings=True)
+    extra = [n for n, p in peft_model.named_parameters() if p.requires_grad and "lora_" not in n]
+    assert len(extra) == 1 and models.is_embedding_parameter(extra[0]) and "embed_tokens" in extra[0]
+    base = peft_model.get_base_model()
+    assert base.get_output_embeddings().weight is base.get_input_embeddings().weight  # still tied
+    assert all(p.dtype == torch.float32 for p in peft_model.parameters() if p.requires_grad)  # fp16 AMP needs it
+    plain = add_lora(build_tiny(seed=0)[0], "tiny")
+    assert not any(models.is_embedding_parameter(n) for n, p in plain.named_parameters() if p.requires_grad)
+
+
+def test_gpu_preset_loads_fp16_weights_on_a_t4(monkeypatch):
+    seen = {}
+
+    def fake_auto(ref, **kwargs):
+        seen.update(kwargs)
+        raise OSError("offline")
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (7, 5))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(models.AutoTokenizer, "from_pretrained", lambda ref, **kw: None)
+    monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained", fake_auto)
+    with pytest.raises(PresetUnavailable, match="Could not fetch"):
+        models._from_pretrained("unsloth/Qwen2.5-0.5B-Instruct", "auto", True)
+    assert seen == {"dtype": torch.float16, "device_map": "auto"}
+
+
+UNSLOTH_PROBE = """
+import sys, torch
+torch.cuda.is_available = lambda: True  # pretend to be a GPU machine
+import foresight_lite.models as models
+import unsloth
+print(unsloth.LOADED_BEFORE, models.backend_name())
+"""
+
+
+@pytest.mark.parametrize("no_unsloth", ["", "1"])
+def test_unsloth_is_imported_before_transformers_on_a_gpu(tmp_path, no_unsloth):
+    """Unsloth patches transformers/TRL/peft only if it is imported first; a stand-in package records the order."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "unsloth").mkdir()
+    (tmp_path / "unsloth" / "__init__.py").write_text(
+        "import sys\nLOADED_BEFORE = sorted(m for m in ('transformers', 'trl', 'peft') if m in sys.modules)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+           "FORESIGHT_NO_UNSLOTH": no_unsloth}
+    done = subprocess.run([sys.executable, "-c", UNSLOTH_PROBE], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # FORESIGHT_NO_UNSLOTH=1: not imported early (the probe's own import comes after transformers)
+    expected = "[] unsloth" if not no_unsloth else "['transformers'] transformers+peft"
+    assert done.stdout.strip().splitlines()[-1] == expected
+
+
+def test_default_preset_follows_the_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert models.default_preset() == "qwen-0.5b-t4"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert models.default_preset() == "smollm2-135m"
+
+
+def test_each_launched_process_loads_onto_its_own_gpu(monkeypatch):
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert models._device_map(gpu=True) == "auto" and models._device_map(gpu=False) is None
+    monkeypatch.setenv("LOCAL_RANK", "3")  # set by accelerate launch / torchrun
+    assert models._device_map(gpu=True) == {"": 3} and models._device_map(gpu=False) is None

