@@ -113,7 +113,7 @@ def calibration_bars(rows, *, split: str = "eval") -> go.Figure:
             fig.add_trace(_bar(cells, labels, w, metric, showlegend=col == 1), row=1, col=col)
     fig.add_hline(y=0.5, line_dash="dot", line_color="grey", row=1, col=3)
     fig.update_layout(barmode="group", title=f"Calibration of the stated confidence, {split} split "
-                      "(all steps; mean over seeds, 95% CI)", width=max(900, 250 * len(labels)), height=460)
+                      "(all steps; mean over seeds, 95% CI)", width=max(900, 130 * len(labels)), height=460)
     return fig
 
 
