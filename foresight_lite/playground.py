@@ -106,7 +106,8 @@ def what_if_html(episodes: list[dict]) -> str:
     if e.get("plan"):
         head += f"<p>forced plan: <code>{_esc(e['plan'])}</code></p>"
     if len(episodes) > 1:
-        stated = [x["steps"][0]["confidence"] for x in episodes if x["steps"] and x["steps"][0]["confidence"] is not None]
+        firsts = [x["steps"][0]["confidence"] for x in episodes if x["steps"]]
+        stated = [c for c in firsts if c is not None]
         rate = sum(x["success"] for x in episodes) / len(episodes)
         mean = f"{sum(stated) / len(stated):.0f} / 100" if stated else "none"
         head += (f"<p>{len(episodes)} continuations of this plan: stated first confidence {mean} (mean), "
