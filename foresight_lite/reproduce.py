@@ -150,7 +150,8 @@ def markdown_table(summary: dict) -> str:
             cells = [r for r in rows if r["world"] == world and r["split"] == split]
             if not cells:
                 continue
-            titles = [t.replace("success", f"mean@{k}") if k > 1 and m == "success" else t for m, t, _ in columns]
+            titles = [t.replace("success", f"mean@{k}").replace("pass@k", f"pass@{k}") if k > 1 else t
+                      for _, t, _ in columns]
             lines += [f"## {world} · {split}", "", "| method | " + " | ".join(titles) + " |",
                       "|---|" + "---:|" * len(columns)]
             for r in cells:

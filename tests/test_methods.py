@@ -230,3 +230,14 @@ def test_cli_run_trains_then_evaluates(tmp_path, fake_stages, capsys):
     with pytest.raises(SystemExit):
         main(["run", "--method", "nope"])
     assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_table_with_k_samples_shows_mean_and_pass_at_k():
+    from foresight_lite.reproduce import aggregate, markdown_table
+
+    row = {**_row("full", 0, "search", 0.25), "k": 4, "mean_at_k": 0.25, "pass_at_k": 0.75}
+    meta = {"preset": "tiny", "mechanics_only": True, "seeds": [0], "command": "c", "machine": {"summary": "m"},
+            "wall_seconds": 1, "train_seconds": 1, "eval_seconds": 1, "tasks_per_world_and_split": 3}
+    table = markdown_table({"meta": meta, "aggregate": aggregate([row])})
+    assert "| method | mean@4 % | pass@4 % |" in table and "| 25.0 | 75.0 |" in table
+    assert "4 samples per task (success = mean@4, pass@4)" in table and "mechanics only" in table
