@@ -3,6 +3,8 @@
 traces    roll the noisy teacher out and annotate every step with z_t (the data of every stage)
 train     train one stage of a run: mt (mid-training), sft or rl (GRPO), into runs/<run>/<stage>/
 evaluate  play held-out tasks with a run's latest model and score it
+run       train one method of the paper's table end to end (reusing finished stages), then evaluate it
+reproduce every method x seeds: train, evaluate, write results/ (tables, episodes, an HTML report)
 """
 
 from __future__ import annotations
@@ -78,10 +80,69 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_run
 
     table = evaluate_run(args.run_dir, stage=args.stage, worlds=args.worlds, splits=args.splits, n=args.n,
-                         batch_size=args.batch_size, seed=args.seed)
+                         batch_size=args.batch_size, seed=args.seed, samples=args.samples,
+                         temperature=args.temperature)
     for row in table:
         print("  ".join(f"{k}={_fmt(v)}" for k, v in row.items()))
     return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .methods import get_method, method_dir, run_method, run_root
+
+    method = get_method(args.method)
+    preset = args.preset or ("tiny" if args.smoke else "smollm2-135m")
+    start = time.perf_counter()
+    rows = run_method(args.method, runs_dir=args.runs_dir, preset=preset, seed=args.seed, worlds=args.worlds,
+                      smoke=args.smoke, n_traces=args.n_traces, splits=args.splits,
+                      n=args.n, samples=args.samples, temperature=args.temperature, batch_size=args.batch_size)
+    root = run_root(args.runs_dir, preset=preset, seed=args.seed, worlds=args.worlds, smoke=args.smoke)
+    print(f"{method.label} ({args.method}): {method_dir(args.method, root)} in {time.perf_counter() - start:.0f} s")
+    for row in rows:
+        print("  ".join(f"{k}={_fmt(row[k])}" for k in ("world", "split", "episodes", "success", "format_adherence",
+                                                         "grounding", "brier_all", "auroc_all", "tokens_per_episode")))
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import reproduce
+
+    summary = reproduce(args.out, runs_dir=args.runs_dir, preset=args.preset, seeds=args.seeds,
+                        methods=args.methods, worlds=args.worlds, splits=args.splits, n=args.n,
+                        samples=args.samples, temperature=args.temperature, smoke=args.smoke,
+                        batch_size=args.batch_size, command="python -m foresight_lite " + " ".join(sys.argv[1:]))
+    meta = summary["meta"]
+    print(f"wrote {args.out}/table.md, summary.json, episodes.jsonl.gz ({meta['episodes']} episodes) and "
+          f"report.html in {meta['wall_seconds'] / 60:.1f} min")
+    print(Path(args.out, "table.md").read_text())
+    return 0
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be comma-separated whole numbers, e.g. 0,1,2; got {text!r}")
+    if not seeds:
+        raise argparse.ArgumentTypeError("give at least one seed, e.g. 0,1,2")
+    return seeds
+
+
+def _methods(text: str) -> list[str]:
+    from .methods import METHODS
+
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in names if m not in METHODS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"methods must be a comma-separated list of {', '.join(METHODS)}")
+    return names
+
+
+def _splits(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names or any(s not in ("eval", "ood") for s in names):
+        raise argparse.ArgumentTypeError("splits must be a comma-separated list of eval and ood")
+    return names
 
 
 def _fmt(value) -> str:
@@ -205,8 +266,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=_positive, help="tasks per world and split (default: all)")
     p.add_argument("--batch-size", type=_positive, default=32, help="episodes generated together (default: 32)")
     p.add_argument("--seed", type=int, help="world seed (default: the run's)")
+    _sampling_arguments(p)
     p.set_defaults(func=cmd_evaluate)
+
+    from .methods import METHODS
+
+    table = "; ".join(f"{name}: {m.label}" for name, m in METHODS.items())
+    p = sub.add_parser(
+        "run", help="train one method end to end, then evaluate it",
+        description="Train every stage of one method of the paper's table that is not trained yet, then play "
+                    "held-out tasks with its final model. Stages shared between methods live in one folder tree, "
+                    "RUNS_DIR/<preset>-s<seed>[-smoke]/mt-<corpus>/sft-<corpus>/rl-<method>/, so a method that "
+                    "begins like one already trained reuses those stages. Methods: " + table + ".",
+        epilog="example: python -m foresight_lite run --method full --preset tiny --smoke")
+    p.add_argument("--method", choices=list(METHODS), required=True, help="which row of the table")
+    p.add_argument("--seed", type=int, default=0, help="seed of the world, the traces and training (default: 0)")
+    _shared_run_arguments(p, n_help="tasks per world and split (default: 200; 3 with --smoke)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "reproduce", help="every method x seeds: train, evaluate, write the results table and report",
+        description="Train and evaluate every method (or --methods) for every seed, training each shared stage "
+                    "once, then write OUT/table.md (mean ± Student-t 95%% half-width over seeds), "
+                    "OUT/summary.json, OUT/episodes.jsonl.gz (every episode) and OUT/report.html (self-contained "
+                    "plotly figures). Run it again after an interruption: finished stages and evaluations are "
+                    "skipped.",
+        epilog="example: python -m foresight_lite reproduce --smoke --out /tmp/results")
+    p.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="comma-separated (default: 0,1,2)")
+    p.add_argument("--methods", type=_methods, help="comma-separated subset of the methods (default: all)")
+    p.add_argument("--out", default="results", help="where the results go (default: results)")
+    _shared_run_arguments(p, n_help="tasks per world and split (default: 200; 3 with --smoke)")
+    p.set_defaults(func=cmd_reproduce)
     return parser
+
+
+def _sampling_arguments(p: argparse.ArgumentParser) -> None:
+    from .evaluate import SAMPLE_TEMPERATURE
+
+    p.add_argument("--samples", type=_positive, default=1,
+                   help="episodes per task, for mean@k and pass@k (default: 1, greedy)")
+    p.add_argument("--temperature", type=float,
+                   help=f"sampling temperature (default: 0, greedy, for one sample; {SAMPLE_TEMPERATURE} for more)")
+
+
+def _shared_run_arguments(p: argparse.ArgumentParser, *, n_help: str) -> None:
+    from .models import PRESETS
+
+    p.add_argument("--preset", choices=list(PRESETS),
+                   help="model preset (default: smollm2-135m; tiny with --smoke)")
+    p.add_argument("--worlds", type=_worlds, default=["search", "math"], help="comma-separated (default: search,math)")
+    p.add_argument("--splits", type=_splits, default=["eval", "ood"], help="comma-separated (default: eval,ood)")
+    p.add_argument("--n", type=_positive, help=n_help)
+    p.add_argument("--n-traces", type=_positive, help="teacher trajectories per world for stages 1-2 "
+                                                      "(default: 400; 8 with --smoke)")
+    _sampling_arguments(p)
+    p.add_argument("--batch-size", type=_positive, default=32, help="episodes generated together (default: 32)")
+    p.add_argument("--runs-dir", default="runs", help="where the stage tree lives (default: runs)")
+    p.add_argument("--smoke", action="store_true",
+                   help="3 training steps per stage and a few short episodes: checks the mechanics in minutes")
 
 
 def main(argv: list[str] | None = None) -> int:

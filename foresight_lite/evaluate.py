@@ -3,8 +3,9 @@
 What: `run_episodes(model, tokenizer, world=..., split=...)` plays held-out tasks with batched
 generation through the model's chat template: each turn the model writes a step, `parse_step`
 reads it, the tool call goes to the real world and its observation comes back as a tool turn.
-`summarize(episodes)` turns the records into the metrics the paper reports: success, format
-adherence, keyword grounding, Brier / ECE / AUROC of the confidence, tokens per episode.
+`summarize(episodes)` turns the records into the metrics the paper reports: success (and, with
+`samples=k` episodes per task at a temperature above 0, mean@k and pass@k), format adherence,
+keyword grounding, Brier / ECE / AUROC of the confidence, tokens per episode.
 Why: every stage is judged by what the model does in the world, not by its loss.
 How: `python -m foresight_lite evaluate RUN_DIR` (see cli.py), or from Python as above.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -24,28 +26,41 @@ from tqdm.auto import tqdm
 from .envs import MAX_TURNS, make_env
 from .envs.base import stable_hash
 from .format import parse_step
-from .metrics import auroc, brier, ece
+from .metrics import auroc, brier, ece, mean_at_k, pass_at_k
 from .rewards import keyword_grounded  # one definition of grounding, shared with the RL reward
 
 MAX_NEW_TOKENS = 320  # a full foresight step is about 150 tokens; longer output is a runaway
+# for k samples per task; Chen et al. (2021) found 0.8 best for pass@k at large k
+SAMPLE_TEMPERATURE = 0.8
 
 
 def run_episodes(model, tokenizer, *, world: str, split: str = "eval", seed: int = 0, n: int | None = None,
                  layout: str = "full", batch_size: int = 32, max_new_tokens: int = MAX_NEW_TOKENS,
                  max_turns: int = MAX_TURNS, temperature: float = 0.0, progress: bool = True,
-                 sample_seed: int = 0) -> list[dict]:
-    """Play `n` tasks of `split` (all by default); one record per episode."""
+                 sample_seed: int = 0, samples: int = 1) -> list[dict]:
+    """Play `n` tasks of `split` (all by default), each `samples` times; one record per episode.
+
+    The samples of all tasks share the batches (a batch may hold several samples of one task);
+    with `temperature` > 0 each batch and turn draws from its own seeded stream."""
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}.")
+    if samples > 1 and temperature <= 0:
+        raise ValueError(f"{samples} samples per task of a greedy decoder are identical; "
+                         f"pass a temperature above 0 (e.g. {SAMPLE_TEMPERATURE}).")
     base = make_env(world, seed=seed, split=split)
     tasks = base.tasks if n is None else base.tasks[:n]
+    jobs = [(task, j) for task in tasks for j in range(samples)]
     model.eval()
     model.config.use_cache = True  # saved training checkpoints may carry use_cache=False
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # restored below
     episodes = []
-    bar = tqdm(total=len(tasks), desc=f"{world}/{split}", disable=not progress)
-    for start in range(0, len(tasks), batch_size):
-        chunk = tasks[start:start + batch_size]
+    bar = tqdm(total=len(jobs), desc=f"{world}/{split}", disable=not progress)
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start:start + batch_size]
         envs = [copy.copy(base) for _ in chunk]
-        records = [_new_record(env, task, layout) for env, task in zip(envs, chunk)]
+        records = [_new_record(env, task, layout) for env, (task, _) in zip(envs, chunk)]
+        for record, (_, j) in zip(records, chunk):
+            record["sample"] = j
         for turn in range(max_turns + 1):
             active = [i for i, env in enumerate(envs) if not env.done and not records[i]["ended"]]
             if not active:
@@ -72,9 +87,12 @@ def _new_record(env, task, layout):
 
 
 @torch.no_grad()
-def _generate(model, tokenizer, conversations, *, tools, max_new_tokens, temperature, seed):
-    prompts = [tokenizer.apply_chat_template(c, tools=tools, add_generation_prompt=True, tokenize=False)
-               for c in conversations]
+def _generate(model, tokenizer, conversations, *, tools, max_new_tokens, temperature, seed, prefixes=None):
+    """One assistant turn per conversation; `prefixes` (optional) force the start of each turn and
+    are part of the returned text, not of the token counts."""
+    prefixes = prefixes or [""] * len(conversations)
+    prompts = [tokenizer.apply_chat_template(c, tools=tools, add_generation_prompt=True, tokenize=False) + prefix
+               for c, prefix in zip(conversations, prefixes)]
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     kwargs = dict(do_sample=temperature > 0, max_new_tokens=max_new_tokens,
                   pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"))
@@ -84,12 +102,12 @@ def _generate(model, tokenizer, conversations, *, tools, max_new_tokens, tempera
     out = model.generate(**batch, **kwargs)
     new = out[:, batch["input_ids"].shape[1]:]
     texts, lengths = [], []
-    for row in new:
+    for row, prefix in zip(new, prefixes):
         ids = row.tolist()
         stop = [j for j, t in enumerate(ids) if t in (kwargs["eos_token_id"], tokenizer.pad_token_id)]
         ids = ids[:stop[0] + 1] if stop else ids
         lengths.append(len(ids))
-        texts.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
+        texts.append((prefix + tokenizer.decode(ids, skip_special_tokens=True)).strip())
     return texts, lengths
 
 
@@ -132,9 +150,16 @@ def summarize(episodes: list[dict]) -> dict:
              if e["steps"] and e["steps"][0]["confidence"] is not None]
     every = [(s["confidence"], e["success"]) for e in episodes for s in e["steps"] if s["confidence"] is not None]
     keywords = [(len(s["grounded"]), len(s["keywords"])) for s in steps]
+    by_task = {}
+    for i, e in enumerate(episodes):  # records without a task id count as tasks of their own
+        by_task.setdefault(e.get("task_id", i), []).append(e["success"])
     out = {
         "episodes": len(episodes),
         "success": _mean([e["success"] for e in episodes]),
+        # k samples per task (k = 1 for greedy evaluation, where both equal the success rate)
+        "k": min(len(v) for v in by_task.values()),
+        "mean_at_k": mean_at_k(by_task.values()),
+        "pass_at_k": pass_at_k(by_task.values()),
         "format_adherence": _mean([s["format_ok"] for s in steps]),
         "episodes_well_formed": _mean([all(s["format_ok"] for s in e["steps"]) for e in episodes]),
         "keywords_per_step": _mean([k[1] for k in keywords]),
@@ -158,10 +183,38 @@ def _mean(values) -> float | None:
 
 
 
+def stage_layout(stage_folder) -> str:
+    """The step layout a stage's model writes: its own (SFT stages record it), else that of the
+    run's sft stage beside it, else that of the stage it started from (`init`), else "full"."""
+    folder = Path(stage_folder)
+    for _ in range(4):  # mt -> sft -> rl: a chain of at most three stages
+        path = folder / "stage.json"
+        if not path.exists():
+            break
+        settings = json.loads(path.read_text())
+        sibling = folder.parent / "sft" / "stage.json"
+        if settings.get("layout"):
+            return settings["layout"]
+        if folder.name != "sft" and sibling.exists():
+            return json.loads(sibling.read_text()).get("layout", "full")
+        init = settings.get("init")
+        if not init or init == "base":
+            break
+        folder = Path(init).parent if Path(init).name == "model" else Path(init)
+    return "full"
+
+
 def evaluate_run(run_dir, *, stage: str | None = None, worlds=("search", "math"), splits=("eval", "ood"),
                  n: int | None = None, batch_size: int = 32, seed: int | None = None,
-                 max_new_tokens: int = MAX_NEW_TOKENS, progress: bool = True) -> list[dict]:
-    """Score the latest finished stage of `run_dir` (or `stage`); writes RUN_DIR/eval/STAGE/."""
+                 max_new_tokens: int = MAX_NEW_TOKENS, progress: bool = True, samples: int = 1,
+                 temperature: float | None = None, layout: str | None = None, force: bool = False) -> list[dict]:
+    """Score the latest finished stage of `run_dir` (or `stage`); writes RUN_DIR/eval/STAGE/.
+
+    Per world and split: WORLD-SPLIT.jsonl (one line per episode) and WORLD-SPLIT.json (the
+    settings, the wall time and the summary row), then summary.json for the whole call. A world
+    and split already scored with the same model and settings is read back, not played again
+    (`force=True` replays it), so an interrupted evaluation resumes. `temperature` defaults to
+    greedy for one sample per task and to SAMPLE_TEMPERATURE for more."""
     from .models import load_model
     from .stages.common import STAGES, StageMissing, is_complete, write_json
 
@@ -178,21 +231,39 @@ def evaluate_run(run_dir, *, stage: str | None = None, worlds=("search", "math")
         raise StageMissing(f"Stage {stage!r} of {run_dir} has not finished; train it with "
                            f"python -m foresight_lite train --stage {stage} --run {run_dir.name}.")
     settings = json.loads((run_dir / stage / "stage.json").read_text())
-    sft_settings = run_dir / "sft" / "stage.json"
-    layout = settings.get("layout") or (json.loads(sft_settings.read_text())["layout"] if sft_settings.exists() else "full")
-    seed = settings["seed"] if seed is None else seed
-    model, tokenizer = load_model(settings["preset"], path=run_dir / stage / "model")
+    layout = layout or stage_layout(run_dir / stage)
+    seed = settings.get("seed", 0) if seed is None else seed
+    if temperature is None:
+        temperature = 0.0 if samples == 1 else SAMPLE_TEMPERATURE
+    # what makes two evaluations the same; the model is named by its stage's completion record,
+    # which a retraining rewrites
+    key = {"model": stable_hash((run_dir / stage / "complete.json").read_text()), "stage": stage,
+           "layout": layout, "seed": seed, "n": n, "samples": samples, "temperature": temperature,
+           "max_new_tokens": max_new_tokens}
     out_dir = run_dir / "eval" / stage
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
+    loaded, rows = None, []
     for world in worlds:
         for split in splits:
-            episodes = run_episodes(model, tokenizer, world=world, split=split, seed=seed, n=n, layout=layout,
-                                    batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress)
+            record = out_dir / f"{world}-{split}.json"
+            if not force and record.exists() and (out_dir / f"{world}-{split}.jsonl").exists():
+                previous = json.loads(record.read_text())
+                if previous.get("settings") == key:
+                    rows.append(previous["row"])
+                    continue
+            if loaded is None:  # only when something must be played
+                loaded = load_model(settings["preset"], path=run_dir / stage / "model")
+            started = time.perf_counter()
+            episodes = run_episodes(*loaded, world=world, split=split, seed=seed, n=n, layout=layout,
+                                    batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress,
+                                    samples=samples, temperature=temperature)
+            seconds = time.perf_counter() - started
             lines = "".join(json.dumps(e, sort_keys=True) + "\n" for e in episodes)
             tmp = out_dir / f".{world}-{split}.jsonl.tmp"
             tmp.write_text(lines)
             tmp.replace(out_dir / f"{world}-{split}.jsonl")
-            rows.append({"stage": stage, "world": world, "split": split, **summarize(episodes)})
+            row = {"stage": stage, "world": world, "split": split, **summarize(episodes)}
+            write_json(record, {"settings": key, "seconds": seconds, "row": row})  # last: marks the cell done
+            rows.append(row)
     write_json(out_dir / "summary.json", {"run": str(run_dir), "stage": stage, "layout": layout, "rows": rows})
     return rows

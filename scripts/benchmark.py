@@ -2,13 +2,16 @@
 
     python scripts/benchmark.py                 # all sections (train and generate take minutes)
     python scripts/benchmark.py traces          # one section
+    python scripts/benchmark.py generate --preset tiny --episodes 8   # seconds: the mechanics
 
 traces:   1,000 annotated search trajectories with Monte Carlo q (target: under 60 s on 2 cores),
           the same for math, and the cost of the raw BM25 search (uncached queries).
 peak:     the machine's measured matmul throughput (fp32, bf16), the yardstick for training.
 train:    stage-2 training of smollm2-135m with the recipe and with one choice changed at a time:
           tokens/s, model FLOP/s as a share of the bf16 matmul peak, peak memory (a subprocess each).
-generate: batched against one-episode-at-a-time evaluation on the same tasks.
+generate: batched against one-episode-at-a-time evaluation (`run_episodes`, greedy) on the same
+          held-out search tasks: episodes/s and generated tokens/s each way, and the speed-up
+          (target: at least 5x). `--model` a trained stage's model folder, `--preset` its preset.
 rl:       stage 3 (FC-RL) with the default recipe, from --model (a finished stage folder, e.g.
           runs/wm/sft; default: the preset's own weights): wall time, episodes/s, share of the
           time spent generating (tool calls included), peak memory (a subprocess).
@@ -135,18 +138,29 @@ def bench_train() -> None:
               f"({gflops / peak:4.0%} of peak)  peak memory {r['peak_gb']:.1f} GB")
 
 
-def bench_generate(model_path: str | None = None) -> None:
+def bench_generate(model_path: str | None = None, *, preset: str = "smollm2-135m", episodes: int = 16,
+                   max_new_tokens: int = 160) -> dict:
+    """Episodes per second with all `episodes` in one batch against one episode at a time."""
     from foresight_lite.evaluate import run_episodes
     from foresight_lite.models import load_model
 
-    model, tokenizer = load_model("smollm2-135m", path=model_path)
-    for batch in (1, 16):
+    model, tokenizer = load_model(preset, path=model_path)
+    run_episodes(model, tokenizer, world="search", split="eval", n=2, batch_size=2, max_new_tokens=8,
+                 progress=False)  # warm-up: first-call allocations are not part of either figure
+    rates = {}
+    for batch in (1, episodes):
         start = time.perf_counter()
-        episodes = run_episodes(model, tokenizer, world="search", split="eval", n=16, batch_size=batch,
-                                max_new_tokens=160, progress=False)
+        played = run_episodes(model, tokenizer, world="search", split="eval", n=episodes, batch_size=batch,
+                              max_new_tokens=max_new_tokens, progress=False)
         seconds = time.perf_counter() - start
-        tokens = sum(e["generated_tokens"] for e in episodes)
-        print(f"generate batch {batch:2}: {len(episodes) / seconds:.2f} episodes/s, {tokens / seconds:.0f} tokens/s")
+        tokens = sum(e["generated_tokens"] for e in played)
+        turns = sum(len(e["steps"]) for e in played)
+        rates[batch] = len(played) / seconds
+        print(f"generate {preset} batch {batch:3}: {len(played)} episodes ({turns} turns, {tokens} tokens) in "
+              f"{seconds:.1f} s = {rates[batch]:.2f} episodes/s, {tokens / seconds:.0f} tokens/s")
+    speedup = rates[episodes] / rates[1]
+    print(f"generate {preset} batched speed-up: {speedup:.1f}x (target: at least 5x)")
+    return {"episodes_per_second": rates, "speedup": speedup}
 
 
 _RL_CHILD = r"""
@@ -198,9 +212,11 @@ SECTIONS = {"traces": bench_traces, "peak": bench_peak, "train": bench_train, "g
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sections", nargs="*", help=f"any of: {', '.join(SECTIONS)} (default: all)")
-    parser.add_argument("--model", help="generate: a trained model folder (default: the base smollm2-135m); "
+    parser.add_argument("--model", help="generate: a trained model folder (default: the preset's base model); "
                                         "rl: a finished stage folder to start from (default: the preset's weights)")
-    parser.add_argument("--preset", default="smollm2-135m", help="rl: model preset (default: smollm2-135m)")
+    parser.add_argument("--preset", default="smollm2-135m", help="generate, rl: the model preset (default: smollm2-135m)")
+    parser.add_argument("--episodes", type=int, default=16, help="generate: episodes, and the batch size (default: 16)")
+    parser.add_argument("--max-new-tokens", type=int, default=160, help="generate: per turn (default: 160)")
     parser.add_argument("--smoke", action="store_true", help="rl: the seconds-long smoke recipe")
     args = parser.parse_args()
     unknown = set(args.sections) - set(SECTIONS)
@@ -209,7 +225,7 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     for name in args.sections or SECTIONS:
         if name == "generate":
-            SECTIONS[name](args.model)
+            bench_generate(args.model, preset=args.preset, episodes=args.episodes, max_new_tokens=args.max_new_tokens)
         elif name == "rl":
             SECTIONS[name](args.model, preset=args.preset, smoke=args.smoke)
         else:

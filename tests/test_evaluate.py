@@ -63,3 +63,98 @@ def test_run_episodes_with_an_untrained_model_counts_defects_and_never_crashes()
     assert len(episodes) == 3 and not any(e["success"] for e in episodes)
     assert all(e["steps"] and e["steps"][0]["defects"] for e in episodes)
     assert summarize(episodes)["format_adherence"] == 0
+
+
+def test_summarize_k_samples_per_task():
+    def ep(task, ok):
+        return {"task_id": task, "success": ok, "generated_tokens": 1, "steps": []}
+    s = summarize([ep("a", True), ep("a", False), ep("b", False), ep("b", False)])
+    assert s["k"] == 2 and s["mean_at_k"] == 0.25 and s["success"] == 0.25
+    assert s["pass_at_k"] == 0.5  # task a: one of its two samples succeeded; task b: none
+    greedy = summarize([ep("a", True), ep("b", False)])
+    assert greedy["k"] == 1 and greedy["pass_at_k"] == greedy["mean_at_k"] == greedy["success"] == 0.5
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from foresight_lite.models import load_model
+
+    return load_model("tiny")
+
+
+def test_k_samples_share_batches_and_are_seeded(tiny):
+    model, tokenizer = tiny
+    batches = []
+    generate = model.generate
+
+    def counting(**kwargs):
+        batches.append(kwargs["input_ids"].shape[0])
+        return generate(**kwargs)
+
+    model.generate = counting
+    try:
+        kwargs = dict(world="math", split="eval", n=2, samples=3, temperature=1.0, batch_size=6,
+                      max_new_tokens=8, progress=False)
+        first = run_episodes(model, tokenizer, **kwargs)
+        again = run_episodes(model, tokenizer, **kwargs)
+        other = run_episodes(model, tokenizer, **kwargs, sample_seed=1)
+    finally:
+        del model.generate
+    assert batches[0] == 6  # two tasks x three samples in one generate call
+    assert [e["sample"] for e in first] == [0, 1, 2, 0, 1, 2]
+    assert len({e["task_id"] for e in first}) == 2
+    texts = [e["steps"][0]["text"] for e in first]
+    assert texts == [e["steps"][0]["text"] for e in again]  # same seed, same samples
+    assert texts != [e["steps"][0]["text"] for e in other]
+    assert len(set(texts[:3])) > 1  # the samples of one task differ
+    assert summarize(first)["k"] == 3
+    with pytest.raises(ValueError, match="pass a temperature above 0"):
+        run_episodes(model, tokenizer, world="math", n=1, samples=2, progress=False)
+
+
+def test_forced_prefix_starts_the_turn(tiny):
+    from foresight_lite.evaluate import _generate
+
+    model, tokenizer = tiny
+    conversation = [{"role": "user", "content": "2 + 2?"}]
+    texts, lengths = _generate(model, tokenizer, [conversation, conversation], tools=[], max_new_tokens=4,
+                               temperature=0.0, seed=(0,), prefixes=["<imaginary>add", ""])
+    assert texts[0].startswith("<imaginary>add") and not texts[1].startswith("<imaginary>add")
+    assert lengths[0] <= 4  # the forced text is not counted as generated
+
+
+def _saved_stage(folder, tiny, **settings):
+    from foresight_lite.stages.common import save_model, write_json
+
+    folder.mkdir(parents=True)
+    save_model(*tiny, folder / "model")
+    write_json(folder / "stage.json", {"preset": "tiny", "seed": 0, **settings})
+    write_json(folder / "complete.json", {"seconds": 1.0})
+
+
+def test_layout_follows_the_stage_a_model_started_from(tmp_path, tiny):
+    from foresight_lite.evaluate import stage_layout
+
+    _saved_stage(tmp_path / "a" / "sft", tiny, stage="sft", layout="state")
+    _saved_stage(tmp_path / "a" / "b" / "rl", tiny, stage="rl", init=str(tmp_path / "a" / "sft" / "model"))
+    assert stage_layout(tmp_path / "a" / "b" / "rl") == "state"  # rl -> init -> sft's layout
+    _saved_stage(tmp_path / "c" / "mt", tiny, stage="mt")
+    assert stage_layout(tmp_path / "c" / "mt") == "full"
+
+
+def test_finished_evaluations_are_read_back_not_replayed(tmp_path, tiny, monkeypatch):
+    import json
+
+    import foresight_lite.evaluate as evaluate
+
+    _saved_stage(tmp_path / "run" / "sft", tiny, stage="sft", layout="plain")
+    kwargs = dict(worlds=("math",), splits=("eval",), batch_size=2, max_new_tokens=4, progress=False)
+    first = evaluate.evaluate_run(tmp_path / "run", n=1, **kwargs)
+    cell = json.loads((tmp_path / "run" / "eval" / "sft" / "math-eval.json").read_text())
+    assert cell["settings"]["layout"] == "plain" and cell["seconds"] > 0 and cell["row"] == first[0]
+    played = []
+    monkeypatch.setattr(evaluate, "run_episodes", lambda *a, **k: played.append(k["n"]) or [])
+    assert evaluate.evaluate_run(tmp_path / "run", n=1, **kwargs) == first and played == []
+    evaluate.evaluate_run(tmp_path / "run", n=2, **kwargs)  # other settings: played again
+    evaluate.evaluate_run(tmp_path / "run", n=1, force=True, **kwargs)
+    assert played == [2, 1]

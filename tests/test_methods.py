@@ -1,0 +1,224 @@
+"""The methods table, the shared stage tree, `run` and `reproduce --smoke` end to end.
+
+Most tests swap the stage functions for fakes that save an untrained tiny model (the
+orchestration in a second); the end-to-end test trains every stage for real, in smoke size.
+"""
+
+import gzip
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+import foresight_lite.stages as stages
+from foresight_lite.cli import main
+from foresight_lite.methods import (METHODS, available_methods, get_method, method_dir, run_root, stage_nodes,
+                                    train_method, unique_stages)
+from foresight_lite.stages.common import is_complete, write_json
+
+
+@pytest.fixture
+def rl_module(monkeypatch):
+    """Stage 3's module; whatever a test assigns to its train_rl is undone afterwards."""
+    import foresight_lite.stages.rl as module
+
+    monkeypatch.setattr(module, "train_rl", module.train_rl)
+    return module
+
+
+@pytest.fixture(scope="module")
+def untrained_tiny():
+    from foresight_lite.models import load_model
+
+    return load_model("tiny")
+
+
+@pytest.fixture
+def fake_stages(monkeypatch, rl_module, untrained_tiny):
+    """Stage functions that save an untrained tiny model with the files of a finished stage, and
+    log their calls: the orchestration in a second instead of minutes."""
+    from foresight_lite.stages.common import save_model
+
+    calls = []
+
+    def fake(stage):
+        def train(run_dir, *, corpus=None, method=None, init=None, preset, seed, worlds, smoke, n_traces=None):
+            calls.append((stage, Path(run_dir), corpus or method, init))
+            out = Path(run_dir) / stage
+            out.mkdir(parents=True, exist_ok=True)
+            save_model(*untrained_tiny, out / "model")
+            settings = {"stage": stage, "preset": preset, "seed": seed, "worlds": list(worlds), "smoke": smoke,
+                        "init": init or "base", **({"method": method} if method else
+                                                   {"corpus": corpus, "n_traces": n_traces})}
+            write_json(out / "stage.json", settings)
+            write_json(out / "complete.json", {"stage": stage, "seconds": 1.0})
+            return out
+        return train
+
+    monkeypatch.setattr(stages, "train_midtraining", fake("mt"))
+    monkeypatch.setattr(stages, "train_sft", fake("sft"))
+    rl_module.train_rl = fake("rl")
+    return calls
+
+
+def test_methods_table_holds_the_papers_rows():
+    recipes = {name: m.recipe for name, m in METHODS.items()}
+    assert recipes["sft_rl"] == (("mt", "standard_mt"), ("sft", "sft"), ("rl", "rl"))
+    assert recipes["fe_sft_rl"] == (("mt", "standard_mt"), ("sft", "fe_sft"), ("rl", "rl"))
+    assert recipes["state_sft_rl"] == (("mt", "standard_mt"), ("sft", "state_sft"), ("rl", "rl"))
+    assert recipes["wm_fe_sft_rl"] == (("mt", "wm_amt"), ("sft", "fe_sft"), ("rl", "rl"))
+    assert recipes["full"] == (("mt", "wm_amt"), ("sft", "fe_sft"), ("rl", "fc_rl"))
+    for name in ("sft", "fe_sft", "state_sft", "wm_fe_sft"):  # the SFT-stage-only rows
+        assert METHODS[name].final_stage == "sft" and METHODS[f"{name}_rl"].recipe[:2] == recipes[name]
+    assert [METHODS[n].layout for n in ("sft", "fe_sft", "state_sft", "full")] == ["plain", "full", "state", "full"]
+    with pytest.raises(ValueError, match="Unknown method 'ful'; choose one of"):
+        get_method("ful")
+
+
+def test_identical_prefixes_share_folders(tmp_path):
+    root = run_root(tmp_path, preset="tiny", seed=1)
+    assert root == tmp_path / "tiny-s1"
+    assert run_root(tmp_path, preset="tiny", seed=1, worlds=("math",), smoke=True) == tmp_path / "tiny-s1-math-smoke"
+    assert method_dir("full", root) == root / "mt-wm_amt" / "sft-fe_sft" / "rl-fc_rl"
+    assert method_dir("wm_fe_sft", root) == root / "mt-wm_amt" / "sft-fe_sft"
+    sft_rl, sft = stage_nodes("sft_rl", root), stage_nodes("sft", root)
+    assert sft_rl[:2] == sft  # the SFT row is the prefix of SFT&RL: the same folders
+    assert stage_nodes("full", root)[:2] == stage_nodes("wm_fe_sft_rl", root)[:2]
+    assert stage_nodes("full", root)[2] != stage_nodes("wm_fe_sft_rl", root)[2]
+    every = unique_stages(METHODS, root)
+    assert [p.name for p in every].count("mt") == 2 and [p.name for p in every].count("sft") == 4
+    assert [p.name for p in every].count("rl") == 5 and len(every) == 11  # not 9 x 3 = 27 (or 22)
+
+
+def test_train_method_trains_each_shared_stage_once(tmp_path, fake_stages):
+    for name in METHODS:
+        train_method(name, runs_dir=tmp_path, preset="tiny", seed=0, smoke=True)
+    assert sorted(c[0] for c in fake_stages).count("mt") == 2
+    assert [c[0] for c in fake_stages].count("sft") == 4 and [c[0] for c in fake_stages].count("rl") == 5
+    root = tmp_path / "tiny-s0-smoke"
+    full_rl = next(c for c in fake_stages if c[2] == "fc_rl")
+    assert full_rl[1] == root / "mt-wm_amt" / "sft-fe_sft" / "rl-fc_rl"
+    assert full_rl[3] == str(root / "mt-wm_amt" / "sft-fe_sft" / "sft" / "model")  # started from its parent
+    fe_sft = next(c for c in fake_stages if c[0] == "sft" and c[1].parent.name == "mt-standard_mt"
+                  and c[2] == "fe_sft")
+    assert fe_sft[3] == str(root / "mt-standard_mt" / "mt" / "model")
+    fake_stages.clear()
+    assert train_method("full", runs_dir=tmp_path, preset="tiny", seed=0, smoke=True) == full_rl[1]
+    assert fake_stages == []  # everything reused
+    train_method("full", runs_dir=tmp_path, preset="tiny", seed=1, smoke=True)
+    assert len(fake_stages) == 3  # another seed is another tree
+
+
+def test_reuse_refuses_a_stage_trained_differently(tmp_path, fake_stages):
+    train_method("sft", runs_dir=tmp_path, preset="tiny", smoke=True, n_traces=8)
+    with pytest.raises(ValueError, match="was trained with n_traces=8, not 5; pass another --runs-dir"):
+        train_method("fe_sft", runs_dir=tmp_path, preset="tiny", smoke=True, n_traces=5)
+
+
+def test_without_stage_3_rl_methods_refuse_in_one_sentence(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "foresight_lite.stages.rl", None)  # import raises ImportError
+    assert available_methods() == ["sft", "fe_sft", "state_sft", "wm_fe_sft"]
+    with pytest.raises(RuntimeError, match="Stage 3 \\(RL\\) is not part of this installation"):
+        train_method("full", runs_dir=tmp_path, preset="tiny", smoke=True)
+    assert main(["reproduce", "--smoke", "--out", str(tmp_path / "r"), "--runs-dir", str(tmp_path)]) == 1
+    assert "pass --methods sft,fe_sft,state_sft,wm_fe_sft" in capsys.readouterr().err
+    assert not (tmp_path / "tiny-s0-smoke").exists()  # refused before training anything
+
+
+@pytest.mark.slow
+def test_reproduce_smoke_end_to_end_and_resume(tmp_path, rl_module, monkeypatch, capsys):
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    # one seed keeps this under a few minutes; aggregation over seeds is tested on its own below
+    args = ["reproduce", "--smoke", "--seeds", "0", "--out", str(out), "--runs-dir", str(runs)]
+    assert main(args) == 0
+    assert "wrote" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    agg = summary["aggregate"]
+    assert len(agg) == len(summary["rows"]) == 9 * 2 * 2  # methods x worlds x splits
+    assert summary["meta"]["mechanics_only"] and summary["meta"]["train_seconds"] > 0
+    with gzip.open(out / "episodes.jsonl.gz", "rt") as f:
+        episodes = [json.loads(line) for line in f]
+    assert len(episodes) == summary["meta"]["episodes"] == 9 * 2 * 2 * 3  # methods x cells x tasks
+    assert {e["method"] for e in episodes} == set(METHODS) and {e["seed"] for e in episodes} == {0}
+    table = (out / "table.md").read_text()
+    assert table.count("## ") == 4 and all(f"(`{name}`)" in table for name in METHODS)
+    assert "mechanics only" in table
+    report = (out / "report.html").read_text()
+    assert "plotly.js v" in report and "<script src=" not in report  # the library inlined, nothing fetched
+    assert "format-capability gap" in report and "Reliability per method" in report
+    # one model per shared stage: 2 mid-trained, 4 fine-tuned, 5 RL per seed
+    assert len(list(runs.glob("tiny-s0-smoke/*/mt/complete.json"))) == 2
+    assert len(list(runs.glob("tiny-s0-smoke/*/*/sft/complete.json"))) == 4
+    assert len(list(runs.glob("tiny-s0-smoke/*/*/*/rl/complete.json"))) == 5
+
+    # resume: nothing is trained or played again, and the results are the same
+    def refuse(*a, **k):
+        raise AssertionError("a finished stage or evaluation was redone")
+
+    monkeypatch.setattr(stages, "train_midtraining", refuse)
+    monkeypatch.setattr(stages, "train_sft", refuse)
+    monkeypatch.setattr("foresight_lite.evaluate.run_episodes", refuse)
+    rl_module.train_rl = refuse
+    assert main(args) == 0
+    again = json.loads((out / "summary.json").read_text())
+    assert again["rows"] == summary["rows"]
+
+
+def _row(method, seed, world, success, auroc=None):
+    return {"method": method, "label": METHODS[method].label, "seed": seed, "world": world, "split": "eval",
+            "episodes": 10, "k": 1, "success": success, "format_adherence": 1.0, "grounding": 0.5,
+            "auroc_all": auroc, "tokens_per_episode": 100.0}
+
+
+def test_aggregate_and_table_over_seeds():
+    from foresight_lite.reproduce import aggregate, markdown_table, report_html
+
+    rows = [_row("full", s, "math", v, a) for s, v, a in ((0, 0.2, 0.6), (1, 0.4, None), (2, 0.6, 0.8))]
+    rows.append(_row("sft", 0, "math", 0.5))
+    agg = {r["method"]: r for r in aggregate(rows)}
+    full = agg["full"]
+    assert full["seeds"] == 3 and full["episodes"] == 30
+    assert full["success"] == pytest.approx(0.4) and full["success_ci"] == pytest.approx(4.303 * 0.2 / 3 ** 0.5)
+    assert (full["success_min"], full["success_max"]) == (0.2, 0.6)
+    assert full["auroc_all"] == pytest.approx(0.7)
+    assert full["auroc_all_ci"] == pytest.approx(12.706 * 0.1414213 / 2 ** 0.5)  # two seeds: t(1 df)
+    assert agg["sft"]["success_ci"] is None and agg["sft"]["auroc_all"] is None  # one seed; never stated
+    meta = {"preset": "smollm2-135m", "seeds": [0, 1, 2], "command": "python -m foresight_lite reproduce",
+            "machine": {"summary": "a CPU"}, "wall_seconds": 60, "train_seconds": 120, "eval_seconds": 30,
+            "tasks_per_world_and_split": 200}
+    table = markdown_table({"meta": meta, "aggregate": list(agg.values())})
+    full_row = ("| WM-AMT + FE-SFT + FC-RL (`full`) | 40.0 ± 49.7 | 100.0 ± 0.0 | 50.0 ± 0.0 | - | - "
+                "| 0.700 ± 1.271 |")
+    assert full_row in table
+    assert "| SFT (`sft`) | 50.0 | 100.0 | 50.0 | - |" in table and "## math · eval" in table
+    assert "mechanics only" not in table and "pass@k" not in table  # greedy: no pass@k column
+    page = report_html({"meta": meta, "aggregate": list(agg.values())})
+    assert page.startswith("<!doctype html>") and "<table>" in page and "40.0 ± 49.7" in page
+
+
+def test_cli_run_trains_then_evaluates(tmp_path, fake_stages, capsys):
+    args = ["run", "--method", "full", "--smoke", "--runs-dir", str(tmp_path), "--worlds", "math", "--splits", "eval",
+            "--n", "2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    node = tmp_path / "tiny-s0-math-smoke" / "mt-wm_amt" / "sft-fe_sft" / "rl-fc_rl"
+    assert f"WM-AMT + FE-SFT + FC-RL (full): {node}" in out and "world=math  split=eval  episodes=2" in out
+    assert len((node / "eval" / "rl" / "math-eval.jsonl").read_text().splitlines()) == 2
+    assert [c[0] for c in fake_stages] == ["mt", "sft", "rl"]
+    assert main(args[:2] + ["wm_fe_sft_rl"] + args[3:]) == 0  # shares stages 1-2 with full
+    assert [c[0] for c in fake_stages] == ["mt", "sft", "rl", "rl"]
+    with pytest.raises(SystemExit):
+        main(["run", "--method", "nope"])
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_table_with_k_samples_shows_mean_and_pass_at_k():
+    from foresight_lite.reproduce import aggregate, markdown_table
+
+    row = {**_row("full", 0, "search", 0.25), "k": 4, "mean_at_k": 0.25, "pass_at_k": 0.75}
+    meta = {"preset": "tiny", "mechanics_only": True, "seeds": [0], "command": "c", "machine": {"summary": "m"},
+            "wall_seconds": 1, "train_seconds": 1, "eval_seconds": 1, "tasks_per_world_and_split": 3}
+    table = markdown_table({"meta": meta, "aggregate": aggregate([row])})
+    assert "| method | mean@4 % | pass@4 % |" in table and "| 25.0 | 75.0 |" in table
+    assert "4 samples per task (success = mean@4, pass@4)" in table and "mechanics only" in table
