@@ -128,21 +128,22 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
+def _names(text: str, *, choices, what: str, listing: str) -> list[str]:
+    """A comma-separated list of names, each one of `choices` (argparse type helper)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names or any(n not in choices for n in names):
+        raise argparse.ArgumentTypeError(f"{what} must be a comma-separated list of {listing}")
+    return names
+
+
 def _methods(text: str) -> list[str]:
     from .methods import METHODS
 
-    names = [m.strip() for m in text.split(",") if m.strip()]
-    bad = [m for m in names if m not in METHODS]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(f"methods must be a comma-separated list of {', '.join(METHODS)}")
-    return names
+    return _names(text, choices=METHODS, what="methods", listing=", ".join(METHODS))
 
 
 def _splits(text: str) -> list[str]:
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    if not names or any(s not in ("eval", "ood") for s in names):
-        raise argparse.ArgumentTypeError("splits must be a comma-separated list of eval and ood")
-    return names
+    return _names(text, choices=("eval", "ood"), what="splits", listing="eval and ood")
 
 
 def _fmt(value) -> str:
@@ -152,11 +153,7 @@ def _fmt(value) -> str:
 def _worlds(text: str) -> list[str]:
     from .envs import WORLDS
 
-    names = [w.strip() for w in text.split(",") if w.strip()]
-    bad = [w for w in names if w not in WORLDS]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(f"worlds must be a comma-separated list of {', '.join(WORLDS)}")
-    return names
+    return _names(text, choices=WORLDS, what="worlds", listing=", ".join(WORLDS))
 
 
 def _positive(text: str) -> int:
