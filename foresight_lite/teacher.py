@@ -61,6 +61,21 @@ def relation_phrase(rel: str, subject: str) -> str:
     return RELATIONS[rel][2].format(subject)
 
 
+def plan_phrase(path: list[str], start: str) -> str:
+    """The whole hop plan, e.g. "the organisation X works for, then the founder of that organisation".
+
+    Said in the first turn, so at the next hop a small student copies the relation from its own
+    earlier words instead of re-reading the question's phrasing.
+    """
+    from .envs.search import RELATIONS
+
+    parts, subject = [], start
+    for rel in path:
+        parts.append(relation_phrase(rel, subject))
+        subject = {"person": "that person", "org": "that organisation", "city": "that city"}.get(RELATIONS[rel][1], "")
+    return ", then ".join(parts)
+
+
 class SearchTeacher:
     """Search the frontier entity until the chain is resolved, then answer; with mistakes."""
 
@@ -101,6 +116,8 @@ class SearchTeacher:
                 return TeacherStep(Action.final(wrong), "The search did not help; I will guess.", slip="guess")
         frontier, rel = chain[-1], path[len(chain) - 1]
         need = relation_phrase(rel, frontier)
+        if len(chain) == 1 and len(path) > 1:
+            need = plan_phrase(path, frontier)
         query, slip = frontier, None
         if rng.random() < self.noise * 0.4:
             query, slip = self._bad_query(world, frontier, gold_chain, rng), "bad_query"
@@ -147,7 +164,8 @@ class MathTeacher:
         done = len(results)
         current = results[-1] if results else str(plan["start"])
         if done >= len(ops):
-            return TeacherStep(Action.final(current), f"All {len(ops)} operations are done; the result is {current}.")
+            return TeacherStep(Action.final(current),
+                               f'Next: "{plan["ask"]}" No steps are left; the result is {current}.')
         if done and rng.random() < self.noise * 0.12:
             return TeacherStep(Action.final(current), f"The answer is {current}.", slip="early")
         if rng.random() < self.noise * 0.15:
@@ -159,7 +177,7 @@ class MathTeacher:
             op, operand, slip = self._slip(op, operand, rng)
         expression = f"{current} {op} {operand}"
         return TeacherStep(Action.call("calculator", expression=expression),
-                           f"Step {done + 1} of {len(ops)}: {expression}.", slip)
+                           f'Next: "{plan["clauses"][done]}" So {expression}.', slip)
 
     @staticmethod
     def _slip(op: str, operand: int, rng: random.Random) -> tuple[str, int, str]:

@@ -129,8 +129,12 @@ def _problem(rng, n_ops: int) -> dict:
         values.append(value)
         sentences.append(rng.choice(PHRASES[op]).format(b=b, **fill))
     sentences.append(rng.choice(QUESTION).format(**fill))
-    question = " ".join(s[0].upper() + s[1:] for s in sentences)
-    return {"start": start, "ops": ops, "values": values, "question": question}
+    sentences = [s[0].upper() + s[1:] for s in sentences]
+    # clauses[i] is the sentence that states ops[i] (the opening one may hold the first product);
+    # the teacher quotes it, so a student finds each step by reading on, not by counting ahead
+    clauses = sentences[:-1] if len(sentences) - 1 == len(ops) else sentences[1:-1]
+    return {"start": start, "ops": ops, "values": values, "question": " ".join(sentences),
+            "clauses": clauses, "ask": sentences[-1]}
 
 
 def _next_op(rng, value: int) -> tuple[str, int]:
