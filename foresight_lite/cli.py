@@ -110,7 +110,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     summary = reproduce(args.out, runs_dir=args.runs_dir, preset=args.preset, seeds=args.seeds,
                         methods=args.methods, worlds=args.worlds, splits=args.splits, n=args.n,
                         samples=args.samples, temperature=args.temperature, smoke=args.smoke,
-                        batch_size=args.batch_size, command="python -m foresight_lite " + " ".join(sys.argv[1:]))
+                        n_traces=args.n_traces, batch_size=args.batch_size,
+                        command="python -m foresight_lite " + " ".join(sys.argv[1:]))
     meta = summary["meta"]
     print(f"wrote {args.out}/table.md, summary.json, episodes.jsonl.gz ({meta['episodes']} episodes) and "
           f"report.html in {meta['wall_seconds'] / 60:.1f} min")

@@ -119,20 +119,6 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def rl_available() -> bool:
-    """Is stage 3 (foresight_lite.stages.rl) part of this installation?"""
-    try:
-        from .stages.rl import train_rl  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def available_methods() -> list[str]:
-    """Every method this installation can train (the SFT-stage-only rows if stage 3 is missing)."""
-    return [name for name, m in METHODS.items() if m.rl is None or rl_available()]
-
-
 def run_root(runs_dir: str | Path = "runs", *, preset: str, seed: int, worlds=WORLDS, smoke: bool = False) -> Path:
     """The tree of one preset, seed and world set: runs/<preset>-s<seed>[-<worlds>][-smoke]."""
     name = f"{preset}-s{seed}"
@@ -173,15 +159,6 @@ def _check_reuse(folder: Path, expected: dict) -> None:
                              f"--runs-dir, or delete that folder to retrain it.")
 
 
-def _train_rl():
-    try:
-        from .stages.rl import train_rl
-    except ImportError as e:
-        raise RuntimeError(f"Stage 3 (RL) is not part of this installation ({e}); run a method without RL: "
-                           f"{', '.join(n for n, m in METHODS.items() if m.rl is None)}.") from e
-    return train_rl
-
-
 def train_method(name: str, *, runs_dir: str | Path = "runs", preset: str = "smollm2-135m", seed: int = 0,
                  worlds=WORLDS, smoke: bool = False, n_traces: int | None = None) -> Path:
     """Train every stage `name` still lacks, reusing finished ones; returns the method's folder."""
@@ -190,7 +167,6 @@ def train_method(name: str, *, runs_dir: str | Path = "runs", preset: str = "smo
     n_traces = n_traces or (SMOKE_N_TRACES if smoke else DEFAULT_N_TRACES)
     root = run_root(runs_dir, preset=preset, seed=seed, worlds=worlds, smoke=smoke)
     common = dict(preset=preset, seed=seed, worlds=worlds, smoke=smoke)
-    train_rl = _train_rl() if method.rl else None  # refuse before training stages 1-2 for nothing
     parent = None
     for stage, variant, node in stage_nodes(name, root):
         folder = node / stage
@@ -209,6 +185,8 @@ def train_method(name: str, *, runs_dir: str | Path = "runs", preset: str = "smo
 
             train_sft(node, corpus=variant, init=str(parent / "model"), n_traces=n_traces, **common)
         else:
+            from .stages.rl import train_rl
+
             train_rl(node, method=variant, init=str(parent / "model"), **common)
         parent = folder
     return method_dir(name, root)

@@ -32,7 +32,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .envs import WORLDS
-from .methods import (EVAL_N, METHODS, SMOKE_EVAL_N, get_method, method_dir, rl_available, run_method, run_root,
+from .methods import (EVAL_N, METHODS, SMOKE_EVAL_N, get_method, method_dir, run_method, run_root,
                       unique_stages)
 from .metrics import confidence_interval
 
@@ -60,10 +60,6 @@ def reproduce(out: str | Path = "results", *, runs_dir: str | Path = "runs", pre
         get_method(name)
     if not seeds:
         raise ValueError("Give at least one seed, e.g. --seeds 0,1,2.")
-    needs_rl = [m for m in methods if METHODS[m].rl]
-    if needs_rl and not rl_available():
-        raise RuntimeError(f"Stage 3 (RL) is not part of this installation, but {', '.join(needs_rl)} need it; "
-                           f"pass --methods {','.join(m for m in methods if not METHODS[m].rl) or 'sft'}.")
     n = n or (SMOKE_EVAL_N if smoke else EVAL_N)
     started, rows = time.perf_counter(), []
     bar = tqdm(total=len(seeds) * len(methods), desc="reproduce", unit="method", disable=not progress)

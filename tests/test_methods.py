@@ -13,7 +13,7 @@ import pytest
 
 import foresight_lite.stages as stages
 from foresight_lite.cli import main
-from foresight_lite.methods import (METHODS, available_methods, get_method, method_dir, run_root, stage_nodes,
+from foresight_lite.methods import (METHODS, get_method, method_dir, run_root, stage_nodes,
                                     train_method, unique_stages)
 from foresight_lite.stages.common import is_complete, write_json
 
@@ -116,14 +116,17 @@ def test_reuse_refuses_a_stage_trained_differently(tmp_path, fake_stages):
         train_method("fe_sft", runs_dir=tmp_path, preset="tiny", smoke=True, n_traces=5)
 
 
-def test_without_stage_3_rl_methods_refuse_in_one_sentence(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "foresight_lite.stages.rl", None)  # import raises ImportError
-    assert available_methods() == ["sft", "fe_sft", "state_sft", "wm_fe_sft"]
-    with pytest.raises(RuntimeError, match="Stage 3 \\(RL\\) is not part of this installation"):
-        train_method("full", runs_dir=tmp_path, preset="tiny", smoke=True)
-    assert main(["reproduce", "--smoke", "--out", str(tmp_path / "r"), "--runs-dir", str(tmp_path)]) == 1
-    assert "pass --methods sft,fe_sft,state_sft,wm_fe_sft" in capsys.readouterr().err
-    assert not (tmp_path / "tiny-s0-smoke").exists()  # refused before training anything
+def test_cli_reproduce_passes_every_option_on(tmp_path, fake_stages):
+    # --n-traces was once parsed and then dropped, so stages trained on the default 400
+    out = tmp_path / "r"
+    assert main(["reproduce", "--smoke", "--methods", "sft", "--n-traces", "5", "--seeds", "3", "--worlds", "math",
+                 "--splits", "eval", "--n", "1", "--out", str(out), "--runs-dir", str(tmp_path)]) == 0
+    root = tmp_path / "tiny-s3-math-smoke" / "mt-standard_mt"
+    for stage in (root / "mt", root / "sft-sft" / "sft"):
+        settings = json.loads((stage / "stage.json").read_text())
+        assert (settings["n_traces"], settings["seed"], settings["worlds"]) == (5, 3, ["math"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(r["world"], r["split"], r["episodes"]) for r in summary["rows"]] == [("math", "eval", 1)]
 
 
 @pytest.mark.slow
