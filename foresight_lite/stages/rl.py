@@ -272,11 +272,11 @@ def default_config(output_dir: Path, *, preset: str, smoke: bool, seed: int, **o
         # each update trains on freshly generated episodes once (num_iterations=1): TRL then skips
         # the old-logprob pass; beta=0 skips the reference model (no KL), as recent GRPO recipes do
         num_iterations=1, beta=0.0, loss_type="dapo", scale_rewards="group",
-        # Measured on 2 cores from runs/wm-s0/sft (smollm2-135m, FE-SFT): the first update took 378 s,
-        # 319 s of it generating (3 turns per episode, half the episodes hit the 1024-token cap), so
-        # 8 updates take ~50 minutes, not the 10 the issue asks for. Generation is the cost: one
-        # decode step of a batch of 8 takes ~85 ms with the KV cache. So few updates that a
-        # LoRA-sized rate (SFT uses 1e-3) is held constant
+        # Measured on 2 cores (smollm2-135m, from WM-AMT + FE-SFT, README): 4 updates took 598 s,
+        # 78% of it generating (70-219 s per update, 254-664 completion tokens per episode), peak
+        # RSS 9.4 GB; so 8 updates take ~20 minutes, not the 10 the issue asks for. Generation is
+        # the cost: one decode step of a batch of 8 takes ~85 ms with the KV cache. So few updates
+        # that a LoRA-sized rate (SFT uses 1e-3) is held constant
         max_steps=8, learning_rate=1e-4, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
         # sampling at temperature 1 so a group's episodes differ; caps: 192 new tokens per turn (a full
         # foresight step is ~150), 1024 tokens per episode including observations, and MAX_TURNS - 1
