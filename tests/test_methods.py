@@ -6,7 +6,6 @@ orchestration in a second); the end-to-end test trains every stage for real, in 
 
 import gzip
 import json
-import sys
 from pathlib import Path
 
 import pytest
