@@ -76,6 +76,16 @@ def plan_phrase(path: list[str], start: str) -> str:
     return ", then ".join(parts)
 
 
+def found_phrase(path: list[str], chain: list[str], value: str) -> str:
+    """What the last resolved hop gave, e.g. "Found: the organisation X works for is Zonde Institute."
+
+    Every turn after a useful search opens with it, so the choice between searching on ("Next:")
+    and answering ("No hops are left") comes after the student has written which hop it just
+    finished, and it can look that hop up in the plan it stated in its first turn.
+    """
+    return f"Found: {relation_phrase(path[len(chain) - 2], chain[-2])} is {value}."
+
+
 class SearchTeacher:
     """Search the frontier entity until the chain is resolved, then answer; with mistakes."""
 
@@ -99,11 +109,11 @@ class SearchTeacher:
                 return TeacherStep(Action.final(self._wrong_value(world, path, task.answer, rng)),
                                    "This looks familiar; I will answer straight away.", slip="guess")
         if len(chain) == len(path) + 1:
-            last = relation_phrase(path[-1], chain[-2])
+            value, slip = chain[-1], None
             if rng.random() < self.noise * 0.3:
-                wrong = self._wrong_value(world, path, chain[-1], rng)
-                return TeacherStep(Action.final(wrong), f"I found {last}: {wrong}.", slip="misread")
-            return TeacherStep(Action.final(chain[-1]), f"I found {last}: {chain[-1]}.")
+                value, slip = self._wrong_value(world, path, chain[-1], rng), "misread"
+            return TeacherStep(Action.final(value),
+                               f"{found_phrase(path, chain, value)} No hops are left; the answer is {value}.", slip)
         if n_searches >= MAX_SEARCHES:
             return TeacherStep(Action.final(chain[-1]), "I could not find more; I will answer with what I have.",
                                slip="gave_up")
@@ -115,13 +125,14 @@ class SearchTeacher:
                 wrong = self._wrong_value(world, path, task.answer, rng)
                 return TeacherStep(Action.final(wrong), "The search did not help; I will guess.", slip="guess")
         frontier, rel = chain[-1], path[len(chain) - 1]
-        need = relation_phrase(rel, frontier)
-        if len(chain) == 1 and len(path) > 1:
-            need = plan_phrase(path, frontier)
         query, slip = frontier, None
         if rng.random() < self.noise * 0.4:
             query, slip = self._bad_query(world, frontier, gold_chain, rng), "bad_query"
-        return TeacherStep(Action.call("search", query=query), f"I need {need}. I will search for {query}.", slip)
+        if len(chain) > 1:  # a hop is resolved: say so, then name the next one (copied from the plan)
+            think = f"{found_phrase(path, chain, frontier)} Next: {relation_phrase(rel, frontier)}."
+        else:
+            think = f"I need {plan_phrase(path, frontier) if len(path) > 1 else relation_phrase(rel, frontier)}."
+        return TeacherStep(Action.call("search", query=query), f"{think} I will search for {query}.", slip)
 
     @staticmethod
     def _missed(env: Env, chain: list[str]) -> bool:

@@ -57,7 +57,7 @@ def test_math_teacher_quotes_each_clause_in_order():
         assert quoted == plan["clauses"] + [plan["ask"]] and env.success
 
 
-def test_search_teacher_states_the_whole_plan_first():
+def test_search_teacher_states_the_plan_then_each_finished_hop():
     env = make_env("search", split="train")
     teacher = make_teacher("search", noise=0.0)
     task = next(t for t in env.tasks if t.hops == 2 and t.plan["popularity"] < 0.05)
@@ -69,4 +69,9 @@ def test_search_teacher_states_the_whole_plan_first():
     # the second hop is named in the first turn, "that <kind>" standing where the bridge goes
     assert first == (f"I need {relation_phrase(rel1, start)}, then {relation_phrase(rel2, bridge_kind)}. "
                      f"I will search for {start}.")
-    assert second.startswith(f"I need {relation_phrase(rel2, bridge)}.")
+    # each later turn says which hop it finished, then what is next or that nothing is left
+    assert second == (f"Found: {relation_phrase(rel1, start)} is {bridge}. "
+                      f"Next: {relation_phrase(rel2, bridge)}. I will search for {bridge}.")
+    assert steps[2]["think"] == (f"Found: {relation_phrase(rel2, bridge)} is {task.answer}. "
+                                 f"No hops are left; the answer is {task.answer}.")
+    assert len(steps) == 3 and env.success
