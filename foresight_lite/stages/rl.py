@@ -263,19 +263,20 @@ class SpanCreditGRPOTrainer(GRPOTrainer):
 # The stage
 # ---------------------------------------------------------------------------------------------
 def default_config(output_dir: Path, *, preset: str, smoke: bool, seed: int, **overrides) -> GRPOConfig:
-    """The CPU recipe: 8 updates of 8 episodes (measured: far from the 10-minute target, see below)."""
+    """The CPU recipe: 8 updates of 8 episodes (measured: 21 minutes, twice the target, see below)."""
     base = dict(
         output_dir=str(output_dir), seed=seed, data_seed=seed, report_to="none",
         # 4 episodes per task (the GRPO group), 2 tasks per update: 8 episodes generated together,
-        # trained as 2 micro-batches of 4 (SFT measured batches of 2 at 5.2 GB, of 4 at 8.6 GB).
-        num_generations=4, per_device_train_batch_size=4, gradient_accumulation_steps=2,
+        # trained as 4 micro-batches of 2 (micro-batches of 4 peaked at 9.4 GB: the logits of 4
+        # long episodes over a 49k vocabulary; SFT measured batches of 2 at 5.2 GB, of 4 at 8.6 GB)
+        num_generations=4, per_device_train_batch_size=2, gradient_accumulation_steps=4,
         # each update trains on freshly generated episodes once (num_iterations=1): TRL then skips
         # the old-logprob pass; beta=0 skips the reference model (no KL), as recent GRPO recipes do
         num_iterations=1, beta=0.0, loss_type="dapo", scale_rewards="group",
-        # Measured on 2 cores (smollm2-135m, from WM-AMT + FE-SFT, README): 4 updates took 598 s,
-        # 78% of it generating (70-219 s per update, 254-664 completion tokens per episode), peak
-        # RSS 9.4 GB; so 8 updates take ~20 minutes, not the 10 the issue asks for. Generation is
-        # the cost: one decode step of a batch of 8 takes ~85 ms with the KV cache. So few updates
+        # Measured on 2 cores (smollm2-135m, from WM-AMT + FE-SFT, README): these 8 updates took
+        # 1,277 s, 79% of it generating (73-212 s per update, 256-552 completion tokens per
+        # episode), peak RSS 5.8 GB: twice the 10 minutes the issue asks for. Generation is the
+        # cost: one decode step of a batch of 8 takes ~85 ms with the KV cache. So few updates
         # that a LoRA-sized rate (SFT uses 1e-3) is held constant
         max_steps=8, learning_rate=1e-4, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
         # sampling at temperature 1 so a group's episodes differ; caps: 192 new tokens per turn (a full
