@@ -57,6 +57,7 @@ from pathlib import Path
 from .envs import WORLDS
 from .stages.common import is_complete
 from .stages.sft import LAYOUT_OF
+from .teacher import TEACHER_VERSION
 
 DEFAULT_N_TRACES = 400  # teacher trajectories per world for stages 1-2 (as `train`)
 SMOKE_N_TRACES = 8
@@ -154,8 +155,8 @@ def _check_reuse(folder: Path, expected: dict) -> None:
     """A finished stage may serve this request only if it was trained with the same settings."""
     settings = json.loads((folder / "stage.json").read_text())
     for key, want in expected.items():
-        if key in settings and settings[key] != want:
-            raise ValueError(f"{folder} was trained with {key}={settings[key]!r}, not {want!r}; pass another "
+        if settings.get(key) != want:  # a key the stage did not record cannot vouch for it either
+            raise ValueError(f"{folder} was trained with {key}={settings.get(key)!r}, not {want!r}; pass another "
                              f"--runs-dir, or delete that folder to retrain it.")
 
 
@@ -173,7 +174,7 @@ def train_method(name: str, *, runs_dir: str | Path = "runs", preset: str = "smo
         key = "method" if stage == "rl" else "corpus"
         expected = {key: variant, "preset": preset, "seed": seed, "worlds": list(worlds), "smoke": smoke}
         if stage != "rl":
-            expected["n_traces"] = n_traces
+            expected.update(n_traces=n_traces, teacher_version=TEACHER_VERSION)
         if is_complete(folder):
             _check_reuse(folder, expected)
         elif stage == "mt":

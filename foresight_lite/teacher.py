@@ -21,6 +21,9 @@ from .envs.base import Action, Env
 from .envs.calculator import calculate
 
 DEFAULT_NOISE = 0.3
+# Bumped whenever the teacher's actions or words change. Stages 1-2 record it in stage.json, and
+# `run` / `reproduce` refuse to reuse a stage trained on another version's trajectories.
+TEACHER_VERSION = 3
 MAX_SEARCHES = 5  # the teacher gives up and answers after this many searches
 
 
@@ -131,7 +134,7 @@ class SearchTeacher:
         if len(chain) > 1:  # a hop is resolved: say so, then name the next one (copied from the plan)
             think = f"{found_phrase(path, chain, frontier)} Next: {relation_phrase(rel, frontier)}."
         else:
-            think = f"I need {plan_phrase(path, frontier) if len(path) > 1 else relation_phrase(rel, frontier)}."
+            think = f"I need {plan_phrase(path, frontier)}."
         return TeacherStep(Action.call("search", query=query), f"{think} I will search for {query}.", slip)
 
     @staticmethod

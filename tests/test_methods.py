@@ -15,6 +15,7 @@ from foresight_lite.cli import main
 from foresight_lite.methods import (METHODS, get_method, method_dir, run_root, stage_nodes,
                                     train_method, unique_stages)
 from foresight_lite.stages.common import is_complete, write_json
+from foresight_lite.teacher import TEACHER_VERSION
 
 
 @pytest.fixture
@@ -49,7 +50,8 @@ def fake_stages(monkeypatch, rl_module, untrained_tiny):
             save_model(*untrained_tiny, out / "model")
             settings = {"stage": stage, "preset": preset, "seed": seed, "worlds": list(worlds), "smoke": smoke,
                         "init": init or "base", **({"method": method} if method else
-                                                   {"corpus": corpus, "n_traces": n_traces})}
+                                                   {"corpus": corpus, "n_traces": n_traces,
+                                                    "teacher_version": TEACHER_VERSION})}
             write_json(out / "stage.json", settings)
             write_json(out / "complete.json", {"stage": stage, "seconds": 1.0})
             return out
@@ -113,6 +115,17 @@ def test_reuse_refuses_a_stage_trained_differently(tmp_path, fake_stages):
     train_method("sft", runs_dir=tmp_path, preset="tiny", smoke=True, n_traces=8)
     with pytest.raises(ValueError, match="was trained with n_traces=8, not 5; pass another --runs-dir"):
         train_method("fe_sft", runs_dir=tmp_path, preset="tiny", smoke=True, n_traces=5)
+
+
+def test_reuse_refuses_a_stage_from_another_teachers_trajectories(tmp_path, fake_stages):
+    # the teacher's words changed between sessions; an old stage 1 must not be reused silently
+    train_method("sft", runs_dir=tmp_path, preset="tiny", smoke=True)
+    settings_file = tmp_path / "tiny-s0-smoke" / "mt-standard_mt" / "mt" / "stage.json"
+    settings = json.loads(settings_file.read_text())
+    del settings["teacher_version"]  # as written before stages recorded it
+    settings_file.write_text(json.dumps(settings))
+    with pytest.raises(ValueError, match=f"was trained with teacher_version=None, not {TEACHER_VERSION}"):
+        train_method("sft", runs_dir=tmp_path, preset="tiny", smoke=True)
 
 
 def test_cli_reproduce_passes_every_option_on(tmp_path, fake_stages):

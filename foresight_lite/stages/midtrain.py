@@ -22,6 +22,7 @@ from trl import SFTConfig, SFTTrainer
 
 from .. import corpora
 from ..models import add_lora, get_preset, load_model, stage_settings
+from ..teacher import TEACHER_VERSION
 from ..traces import generate_traces
 from .common import MetricsLog, embedding_optimizer, is_complete, stage_dir, train_with_resume, write_json
 
@@ -92,8 +93,8 @@ def train_midtraining(run_dir: str | Path, *, corpus: str = "wm_amt", preset: st
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          callbacks=[MetricsLog(out / "metrics.jsonl")], optimizers=(optimizer, None))
     settings = {"stage": "mt", "corpus": corpus, "preset": preset, "worlds": list(worlds), "n_traces": n_traces,
-                "seed": seed, "smoke": smoke, "examples": len(dataset), "sft_config": args.to_dict(),
-                "train_embeddings": p.mt_train_embeddings,
+                "seed": seed, "smoke": smoke, "teacher_version": TEACHER_VERSION, "examples": len(dataset),
+                "sft_config": args.to_dict(), "train_embeddings": p.mt_train_embeddings,
                 "embedding_learning_rate": args.learning_rate * p.embedding_lr_ratio if p.mt_train_embeddings else None}
     write_json(out / "stage.json", settings)
     train_with_resume(trainer, out, config=settings, started=started)

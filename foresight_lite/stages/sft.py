@@ -21,6 +21,7 @@ from trl import SFTConfig, SFTTrainer
 
 from .. import corpora
 from ..models import add_lora, load_model
+from ..teacher import TEACHER_VERSION
 from .common import MetricsLog, is_complete, require_stage, stage_dir, train_with_resume, write_json
 from .midtrain import default_config, stage_traces
 
@@ -62,6 +63,7 @@ def train_sft(run_dir: str | Path, *, corpus: str = "fe_sft", preset: str = "smo
                          callbacks=[MetricsLog(out / "metrics.jsonl")])
     settings = {"stage": "sft", "corpus": corpus, "layout": LAYOUT_OF[corpus], "preset": preset,
                 "init": start_from or "base", "worlds": list(worlds), "n_traces": n_traces, "seed": seed,
+                "teacher_version": TEACHER_VERSION,
                 "smoke": smoke, "examples": len(dataset), "sft_config": args.to_dict()}
     write_json(out / "stage.json", settings)
     train_with_resume(trainer, out, config=settings, started=started)
