@@ -14,6 +14,7 @@ How: `observation_nll(model, tok, generate_traces("search", n=100, seed=0, split
 the world seed of training and the rl split, whose tasks stages 1-2 never saw.
 The HTML and plotly helpers (`trajectory_html`, `token_nll_html`, `loss_mask_html`,
 `loss_curves`) draw what the notebooks show; `cached_episodes` keeps evaluation re-runs cheap.
+`first_turn_plans` (used by `scripts/hop_probe.py`) generates: does a student state the hop plan?
 """
 
 from __future__ import annotations
@@ -265,3 +266,30 @@ def cached_episodes(path: str | Path, play) -> list[dict]:
 def perplexity(nll: float | None) -> float | None:
     """exp(NLL): the number of equally likely tokens the model was choosing between."""
     return None if nll is None else math.exp(nll)
+
+
+def states_multi_hop_plan(think: str) -> bool:
+    """Whether a first search turn names more than one hop ("I need A, then B. I will search ...")."""
+    return ", then " in think.split("I will search")[0]
+
+
+def first_turn_plans(model, tokenizer, questions: list[str], *, seed: int = 0, max_new_tokens: int = 48) -> list[str]:
+    """The first assistant turn the model writes, greedily, for each search-world question.
+
+    Diagnoses 2-hop failures: a student that follows the hop plan it states (the search teacher's
+    `Next:` turns) fails when it never states it. Compare questions it trained on (underfitting)
+    with held-out ones (not generalising): `scripts/hop_probe.py` does both.
+    """
+    from .envs import make_env
+
+    env = make_env("search", seed=seed, split="train")
+    texts = []
+    for question in questions:
+        messages = [{"role": "system", "content": env.system_prompt}, {"role": "user", "content": question}]
+        prompt = tokenizer.apply_chat_template(messages, tools=env.tools, add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(prompt, return_tensors="pt").input_ids
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+        texts.append(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+    return texts

@@ -8,6 +8,7 @@ import torch
 
 from foresight_lite import corpora, probes
 from foresight_lite.models import load_model
+from foresight_lite.probes import first_turn_plans, states_multi_hop_plan
 from foresight_lite.traces import generate_traces
 
 TEXT = """Question: Where was Pozan Zokesshi born?
@@ -121,3 +122,19 @@ def test_metrics_curves_pairs_and_cache(tmp_path):
     again = probes.cached_episodes(path, lambda: calls.append(1) or [])
     assert first == again == episodes and calls == [1]
     assert probes.perplexity(0.0) == 1.0 and probes.perplexity(None) is None
+
+
+def test_states_multi_hop_plan_reads_only_the_plan():
+    assert states_multi_hop_plan("I need the organisation X works for, then the founder of that organisation. "
+                                 "I will search for X.")
+    assert not states_multi_hop_plan("I need the founder of Zonde Institute. I will search for Zonde Institute.")
+    # a ", then" after the plan (in a query, say) is not a plan
+    assert not states_multi_hop_plan("I need the founder of Z. I will search for Z, then answer.")
+
+
+def test_first_turn_plans_one_greedy_turn_per_question(tiny):
+    model, tok = tiny
+    questions = ["Who founded the organisation that X works for?", "Where was Y born?"]
+    plans = first_turn_plans(model, tok, questions, max_new_tokens=6)
+    assert len(plans) == 2 and all(isinstance(p, str) for p in plans)
+    assert plans == first_turn_plans(model, tok, questions, max_new_tokens=6)  # greedy: deterministic
