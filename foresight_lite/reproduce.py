@@ -35,6 +35,7 @@ from .envs import WORLDS
 from .methods import (EVAL_N, METHODS, SMOKE_EVAL_N, get_method, method_dir, run_method, run_root,
                       unique_stages)
 from .metrics import confidence_interval
+from .teacher import TEACHER_VERSION
 
 SPLITS = ("eval", "ood")
 METRICS = ("success", "mean_at_k", "pass_at_k", "format_adherence", "episodes_well_formed", "grounding",
@@ -81,6 +82,7 @@ def reproduce(out: str | Path = "results", *, runs_dir: str | Path = "runs", pre
         "preset": preset, "mechanics_only": preset == "tiny", "smoke": smoke, "seeds": list(seeds),
         "methods": methods, "worlds": list(worlds), "splits": list(splits), "tasks_per_world_and_split": n,
         "samples_per_task": samples, "episodes": n_episodes, "machine": machine(),
+        "teacher_version": TEACHER_VERSION,  # stages were trained on this teacher's trajectories
         "wall_seconds": time.perf_counter() - started,  # this call only: a resumed run is shorter
         **_compute_seconds(methods=methods, roots=roots, worlds=worlds, splits=splits),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S %z"),
@@ -136,6 +138,7 @@ def markdown_table(summary: dict) -> str:
               f"(training + evaluation, all stages and cells): {meta['train_seconds'] / 60:.1f} + "
               f"{meta['eval_seconds'] / 60:.1f} min  ",
               f"Seeds {seeds}; {meta['tasks_per_world_and_split']} tasks per world and split; "
+              + (f"teacher version {meta['teacher_version']}; " if "teacher_version" in meta else "")
               + (f"{k} samples per task (success = mean@{k}, pass@{k})" if k > 1 else "greedy decoding"), "",
               "Cells: mean over seeds ± Student-t 95% half-width (no ± with one seed). Brier, ECE and AUROC "
               "compare every stated confidence with its episode's outcome (ECE: 10 equal-width bins); "

@@ -158,7 +158,7 @@ def test_reproduce_smoke_end_to_end_and_resume(tmp_path, rl_module, monkeypatch,
     assert {e["method"] for e in episodes} == set(METHODS) and {e["seed"] for e in episodes} == {0}
     table = (out / "table.md").read_text()
     assert table.count("## ") == 4 and all(f"(`{name}`)" in table for name in METHODS)
-    assert "mechanics only" in table
+    assert "mechanics only" in table and f"teacher version {TEACHER_VERSION}; " in table
     report = (out / "report.html").read_text()
     assert "plotly.js v" in report and "<script src=" not in report  # the library inlined, nothing fetched
     assert "format-capability gap" in report and "Reliability per method" in report
