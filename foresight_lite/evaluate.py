@@ -52,7 +52,6 @@ def run_episodes(model, tokenizer, *, world: str, split: str = "eval", seed: int
     jobs = [(task, j) for task in tasks for j in range(samples)]
     model.eval()
     model.config.use_cache = True  # saved training checkpoints may carry use_cache=False
-    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # restored below
     episodes = []
     bar = tqdm(total=len(jobs), desc=f"{world}/{split}", disable=not progress)
     for start in range(0, len(jobs), batch_size):
@@ -74,7 +73,6 @@ def run_episodes(model, tokenizer, *, world: str, split: str = "eval", seed: int
             episodes.append(_finish(env, record))
         bar.update(len(chunk))
     bar.close()
-    tokenizer.padding_side = padding_side
     return episodes
 
 
@@ -93,7 +91,11 @@ def _generate(model, tokenizer, conversations, *, tools, max_new_tokens, tempera
     prefixes = prefixes or [""] * len(conversations)
     prompts = [tokenizer.apply_chat_template(c, tools=tools, add_generation_prompt=True, tokenize=False) + prefix
                for c, prefix in zip(conversations, prefixes)]
-    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # generation continues on the right
+    try:
+        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    finally:
+        tokenizer.padding_side = padding_side
     kwargs = dict(do_sample=temperature > 0, max_new_tokens=max_new_tokens,
                   pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"))
     if temperature > 0:

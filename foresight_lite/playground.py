@@ -51,20 +51,16 @@ def what_if(model, tokenizer, *, world: str, split: str = "eval", seed: int = 0,
     records = [_new_record(env, task, layout) for env in envs]
     model.eval()
     model.config.use_cache = True
-    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    try:
-        for turn in range(max_turns + 1):
-            active = [i for i, env in enumerate(envs) if not env.done and not records[i]["ended"]]
-            if not active:
-                break
-            forced = (plan or "") if turn == 0 else ""
-            texts, n_tokens = _generate(model, tokenizer, [records[i]["messages"] for i in active], tools=base.tools,
-                                        max_new_tokens=max_new_tokens, temperature=temperature if samples > 1 else 0.0,
-                                        seed=("what-if", sample_seed, turn), prefixes=[forced] * len(active))
-            for i, text, k in zip(active, texts, n_tokens):
-                _advance(envs[i], records[i], text, k, layout, truncated=k >= max_new_tokens)
-    finally:
-        tokenizer.padding_side = padding_side
+    for turn in range(max_turns + 1):
+        active = [i for i, env in enumerate(envs) if not env.done and not records[i]["ended"]]
+        if not active:
+            break
+        forced = (plan or "") if turn == 0 else ""
+        texts, n_tokens = _generate(model, tokenizer, [records[i]["messages"] for i in active], tools=base.tools,
+                                    max_new_tokens=max_new_tokens, temperature=temperature if samples > 1 else 0.0,
+                                    seed=("what-if", sample_seed, turn), prefixes=[forced] * len(active))
+        for i, text, k in zip(active, texts, n_tokens):
+            _advance(envs[i], records[i], text, k, layout, truncated=k >= max_new_tokens)
     out = [_finish(env, record) for env, record in zip(envs, records)]
     for record in out:
         record["plan"] = plan

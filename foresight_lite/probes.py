@@ -281,15 +281,11 @@ def first_turn_plans(model, tokenizer, questions: list[str], *, seed: int = 0, m
     with held-out ones (not generalising): `scripts/hop_probe.py` does both.
     """
     from .envs import make_env
+    from .evaluate import _generate
 
     env = make_env("search", seed=seed, split="train")
-    texts = []
-    for question in questions:
-        messages = [{"role": "system", "content": env.system_prompt}, {"role": "user", "content": question}]
-        prompt = tokenizer.apply_chat_template(messages, tools=env.tools, add_generation_prompt=True, tokenize=False)
-        ids = tokenizer(prompt, return_tensors="pt").input_ids
-        with torch.no_grad():
-            out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-        texts.append(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+    conversations = [[{"role": "system", "content": env.system_prompt}, {"role": "user", "content": q}]
+                     for q in questions]
+    texts, _ = _generate(model, tokenizer, conversations, tools=env.tools, max_new_tokens=max_new_tokens,
+                         temperature=0.0, seed=(seed,))
     return texts
