@@ -55,12 +55,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .stages import train_midtraining, train_rl, train_sft
 
     run_dir = Path(args.runs_dir) / args.run
-    overrides = {k: v for k, v in (("max_steps", args.max_steps), ("learning_rate", args.learning_rate),
+    overrides = {k: v for k, v in (("max_steps", args.max_steps), ("num_train_epochs", args.epochs),
+                                   ("learning_rate", args.learning_rate),
                                    ("per_device_train_batch_size", args.batch_size)) if v is not None}
     if args.max_length is not None:  # GRPO caps the episode (completion), SFT the whole sequence
         overrides["max_completion_length" if args.stage == "rl" else "max_length"] = args.max_length
     common = dict(preset=args.preset, worlds=tuple(args.worlds), seed=args.seed, smoke=args.smoke,
                   force=args.force, **overrides)
+    if args.stage == "rl" and args.epochs is not None:
+        raise ValueError("--epochs applies to stages mt and sft; stage rl counts updates with --max-steps.")
     if args.stage == "rl":
         out = train_rl(run_dir, method=args.method or "fc_rl", init=args.init, **common)
     elif args.method:
@@ -240,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mt and sft: teacher trajectories per world (default: 400)")
     p.add_argument("--seed", type=int, default=0, help="seed of the world, the traces and training (default: 0)")
     p.add_argument("--max-steps", type=_positive, help="stop after this many optimizer steps")
+    p.add_argument("--epochs", type=_positive, help="mt and sft: passes over the trajectories (default: 1)")
     p.add_argument("--learning-rate", type=float, help="override the recipe's learning rate")
     p.add_argument("--batch-size", type=_positive, help="override the recipe's batch size")
     p.add_argument("--max-length", type=_positive, help="override the recipe's longest sequence in tokens "

@@ -212,9 +212,11 @@ def test_cli_train_overrides_exist_in_sftconfig(monkeypatch, tmp_path):
 
     monkeypatch.setattr(stages, "train_midtraining", capture)
     cli.main(["train", "--stage", "mt", "--run", "x", "--runs-dir", str(tmp_path), "--preset", "tiny",
-              "--max-steps", "1", "--learning-rate", "1e-4", "--batch-size", "1", "--max-length", "64"])
+              "--max-steps", "1", "--epochs", "2", "--learning-rate", "1e-4", "--batch-size", "1",
+              "--max-length", "64"])
     overrides = set(seen) - own
-    assert {"max_steps", "learning_rate", "per_device_train_batch_size", "max_length"} <= overrides
+    assert {"max_steps", "num_train_epochs", "learning_rate", "per_device_train_batch_size",
+            "max_length"} <= overrides
     assert_accepted("SFTConfig", overrides, "trl", "SFTConfig")
 
 

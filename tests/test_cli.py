@@ -32,3 +32,9 @@ def test_module_entry_point_help():
     out = subprocess.run([sys.executable, "-m", "foresight_lite", "traces", "--help"],
                          capture_output=True, text=True, check=True).stdout
     assert "Monte Carlo" in out and "--env" in out
+
+
+def test_epochs_is_refused_for_the_rl_stage(tmp_path, capsys):
+    argv = ["train", "--stage", "rl", "--run", "x", "--runs-dir", str(tmp_path), "--epochs", "2"]
+    assert main(argv) == 1
+    assert "--epochs applies to stages mt and sft" in capsys.readouterr().err
