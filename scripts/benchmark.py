@@ -82,6 +82,8 @@ TRAIN_VARIANTS = {
     "fp32 weights": {"dtype": "float32"},
     "batch 8, no accumulation": {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1},
     "no length grouping": {"train_sampling_strategy": "random"},
+    # compiles again for new sequence lengths: the wall time (5 steps) shows that cost
+    "torch.compile": {"torch_compile": True},
 }
 _TRAIN_CHILD = r"""
 import json, resource, sys, tempfile, time
@@ -93,11 +95,13 @@ preset = models.PRESETS["smollm2-135m"]
 for key in ("lora_first_layer", "dtype"):
     if key in variant:
         preset = models.PRESETS["smollm2-135m"] = type(preset)(**{**preset.__dict__, key: variant.pop(key)})
+started = time.perf_counter()
 out = train_sft(Path(tempfile.mkdtemp()) / "b", corpus="fe_sft", preset="smollm2-135m", init="base",
                 n_traces=60, max_steps=5, logging_steps=1, save_steps=1000, **variant)
 rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
 speeds = [r["tokens_per_second"] for r in rows if "tokens_per_second" in r][1:]  # skip warm-up
 print(json.dumps({"tokens_per_second": sum(speeds) / len(speeds), "first_layer": preset.lora_first_layer,
+                  "wall_seconds": time.perf_counter() - started,
                   "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}))
 """
 
@@ -135,7 +139,8 @@ def bench_train() -> None:
         r = json.loads(result.stdout.strip().splitlines()[-1])
         gflops = r["tokens_per_second"] * training_flops_per_token(r["first_layer"]) / 1e9
         print(f"train   {name:28} {r['tokens_per_second']:6.0f} tokens/s  {gflops:5.0f} GFLOP/s "
-              f"({gflops / peak:4.0%} of peak)  peak memory {r['peak_gb']:.1f} GB")
+              f"({gflops / peak:4.0%} of peak)  peak memory {r['peak_gb']:.1f} GB  "
+              f"5 steps in {r['wall_seconds']:.0f} s")
 
 
 def bench_generate(model_path: str | None = None, *, preset: str = "smollm2-135m", episodes: int = 16,
