@@ -55,6 +55,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .stages import train_midtraining, train_rl, train_sft
 
     run_dir = Path(args.runs_dir) / args.run
+    if args.stage == "rl" and args.epochs is not None:
+        raise ValueError("--epochs applies to stages mt and sft; stage rl counts updates with --max-steps.")
     overrides = {k: v for k, v in (("max_steps", args.max_steps), ("num_train_epochs", args.epochs),
                                    ("learning_rate", args.learning_rate),
                                    ("per_device_train_batch_size", args.batch_size)) if v is not None}
@@ -62,8 +64,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["max_completion_length" if args.stage == "rl" else "max_length"] = args.max_length
     common = dict(preset=args.preset, worlds=tuple(args.worlds), seed=args.seed, smoke=args.smoke,
                   force=args.force, **overrides)
-    if args.stage == "rl" and args.epochs is not None:
-        raise ValueError("--epochs applies to stages mt and sft; stage rl counts updates with --max-steps.")
     if args.stage == "rl":
         out = train_rl(run_dir, method=args.method or "fc_rl", init=args.init, **common)
     elif args.method:
