@@ -28,10 +28,10 @@ def main() -> None:
     from foresight_lite.envs import make_env
     from foresight_lite.models import load_model
     from foresight_lite.probes import first_turn_plans, states_multi_hop_plan
-    from foresight_lite.traces import generate_traces
+    from foresight_lite.stages.midtrain import stage_traces
 
     model, tokenizer = load_model(args.preset, path=args.model)
-    traces = generate_traces("search", n=args.n_traces, seed=args.seed, progress=False)
+    traces = stage_traces(worlds=("search",), n_traces=args.n_traces, seed=args.seed)  # what stage 2 imitated
     trained = list(dict.fromkeys(t["task"]["question"] for t in traces
                                  if is_demonstration(t) and t["task"]["hops"] == 2
                                  and len(t["steps"]) > 1))[:args.n]  # searched, not recalled
