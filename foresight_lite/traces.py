@@ -4,8 +4,14 @@ What: `generate_traces(world, n=..., seed=...)` rolls the noisy teacher out on t
 and, for every step t, builds z_t from what really happened after s_t:
   imaginary  the rest of the trajectory as a roadmap, future entities or numbers replaced by
              placeholders ([ORG1], [CITY1], [N1], ...): the *shape* of the future, not its facts;
-  keywords   values on the task's answer path that really turn up later, in observations or as
-             the gold answer (never the agent's own actions, which it could make come true);
+  keywords   the values the teacher *expects* to see on the answer path, not yet visible at s_t:
+             its memory of each fact (right with the chance of the fact's subject's popularity,
+             else a plausible wrong value of the same relation) or its mental arithmetic (right
+             3 times in 5, errors carried forward); at an answer step, the value it answers.
+             They are imagined, not copied from the real future: a demonstration whose first
+             keyword were always the final answer teaches the student to answer its own keyword
+             instead of reading the passage (measured with teacher version 3: 24 of 26 FE-SFT
+             failures). Here the passage wins whenever the two disagree;
   analysis   what is known at s_t and what is still missing;
   q          a textual Q-value: the Monte Carlo success rate of taking this trajectory's own
              action a_t in s_t and then continuing with the teacher (K fresh continuations);
@@ -32,10 +38,12 @@ from tqdm.auto import tqdm
 
 from .envs import Action, Env, make_env
 from .envs.base import rng_for
+from .envs.calculator import calculate
 from .teacher import DEFAULT_NOISE, make_teacher, resolve_chain, relation_phrase
 
 DEFAULT_K = 8
-MAX_KEYWORDS = 4
+MAX_KEYWORDS = 3
+MENTAL_ARITHMETIC_RIGHT = 0.6  # chance the teacher imagines one calculator result right
 
 
 def generate_traces(world: str, *, n: int, seed: int = 0, split: str = "train", k: int = DEFAULT_K,
@@ -101,15 +109,16 @@ def annotate(env: Env, teacher, task, *, seed: int, index: int, k: int = DEFAULT
     actions = [Action.from_dict(s["action"]) for s in steps]
     for t, step in enumerate(steps):
         env.replay(task, actions[:t])
-        step["z"] = foresight(env, steps[t:], success)
+        step["z"] = foresight(env, steps[t:], rng_for("imagine", env.name, seed, index))
         step["z"]["q"] = mc_success(env, teacher, task, actions[:t + 1], k=k, key=(env.name, seed, index, t))
     return {"trace_id": f"{env.name}-{seed}-{env.split}-{index:06d}", "world": env.name, "seed": seed,
             "noise": noise, "k": k, "task": task.to_dict(), "steps": steps,
             "final_answer": final, "success": success}
 
 
-def foresight(env: Env, future: list[dict], success: bool) -> dict:
-    """z_t (without q) for the state `env` is in, from the `future` steps that really followed."""
+def foresight(env: Env, future: list[dict], rng) -> dict:
+    """z_t (without q) for the state `env` is in, from the `future` steps that really followed;
+    `rng` draws what the teacher imagines (one stream per trajectory)."""
     task = env.task
     state_text = " ".join([task.question] + [obs.text for _, obs in env.history])
     if env.name == "search":
@@ -134,11 +143,56 @@ def foresight(env: Env, future: list[dict], success: bool) -> dict:
             roadmap.append(f"search {masker(action.arguments.get('query', ''))}")
             roadmap.append("find " + ", ".join(masker(v) for v in revealed) if revealed else "find nothing new")
         state_text += " " + (step["observation"] or "")
-    later = " ".join(s["observation"] or "" for s in future)
-    keywords = [v for v in targets if _mentions(later, v) and not _mentions(masker.state_text, v)]
-    if success and task.answer not in keywords:
-        keywords.append(task.answer)
-    return {"imaginary": " -> ".join(roadmap), "keywords": keywords[:MAX_KEYWORDS], "analysis": analysis}
+    first = Action.from_dict(future[0]["action"])
+    if first.is_answer:
+        keywords = [first.answer]
+    else:
+        imagine = _imagine_search if env.name == "search" else _imagine_math
+        keywords = [v for v in imagine(env, rng) if not _mentions(masker.state_text, v)]
+    return {"imaginary": " -> ".join(roadmap), "keywords": list(dict.fromkeys(keywords))[:MAX_KEYWORDS],
+            "analysis": analysis}
+
+
+def _imagine_search(env: Env, rng) -> list[str]:
+    """The rest of the chain as the teacher remembers it: each fact right with the chance of its
+    subject's popularity (popular facts are common in the data), else another value of the same
+    relation. A wrong bridge is followed on, so one slip can make the rest wrong too."""
+    world, path = env.world, env.task.plan["path"]
+    chain, _ = resolve_chain(env)
+    subject, imagined = chain[-1], []
+    for rel in path[len(chain) - 1:]:
+        entity = world.entities.get(subject)
+        right = entity.fact(rel) if entity else None
+        if right is not None and rng.random() < entity.popularity:
+            value = right
+        else:
+            pool = sorted({e.fact(rel) for e in world.entities.values() if e.seen and e.fact(rel)} - {right})
+            value = rng.choice(pool)
+        imagined.append(value)
+        subject = value
+    return imagined
+
+
+def _imagine_math(env: Env, rng) -> list[str]:
+    """The remaining running totals as the teacher works them out in its head, from the last
+    total it has seen; a slip is carried into every later total."""
+    plan = env.task.plan
+    results = [obs.text for a, obs in env.history if not a.is_answer and not obs.error]
+    value, imagined = results[-1] if results else str(plan["start"]), []
+    for op, operand in plan["ops"][len(results):]:
+        value = calculate(f"{value} {op} {operand}")
+        if value.startswith("Error"):
+            break
+        if rng.random() >= MENTAL_ARITHMETIC_RIGHT:
+            value = _off_by(value, rng)
+        imagined.append(value)
+    return imagined
+
+
+def _off_by(value: str, rng) -> str:
+    number = float(value)
+    slipped = number + rng.choice([-10, -2, -1, 1, 2, 10]) if number == int(number) else round(number * 1.1, 2)
+    return str(int(slipped)) if slipped == int(slipped) else str(slipped)
 
 
 def _mentions(text: str | None, value: str) -> bool:
