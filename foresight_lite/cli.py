@@ -195,8 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "traces", help="generate annotated teacher trajectories",
         description="Roll the scripted, noisy teacher out on training tasks and annotate every step "
-                    "with z_t built from the trajectory's real future: a placeholder roadmap, keywords "
-                    "that really turn up later, a gap analysis, and q, the Monte Carlo success rate of "
+                    "with z_t: a roadmap of the trajectory's real future with placeholders, the keywords the "
+                    "teacher expects to see (its memory or mental arithmetic, sometimes wrong), a gap "
+                    "analysis, and q, the Monte Carlo success rate of "
                     "the teacher's plan from that state. Writes OUT/traces.jsonl and OUT/meta.json; the "
                     "same arguments give byte-identical files.",
         epilog="example: python -m foresight_lite traces --env search --n 200 --seed 0 --out runs/traces/search")

@@ -3,7 +3,7 @@
 | builder        | stage              | columns                          | what it teaches                 |
 |----------------|--------------------|----------------------------------|---------------------------------|
 | `standard_mt`  | 1, baseline arm    | text                             | the world and its trajectories  |
-| `wm_amt`       | 1, WM-AMT          | text (z_t inserted at sampled t) | the same, plus the real future  |
+| `wm_amt`       | 1, WM-AMT          | text (z_t inserted at sampled t) | the same, plus foresight z_t    |
 | `sft`          | 2, baseline        | messages, tools                  | think and act                   |
 | `fe_sft`       | 2, FE-SFT          | messages, tools                  | the full foresight format       |
 | `state_sft`    | 2, State-SFT       | messages, tools                  | rollout + keywords, no q        |

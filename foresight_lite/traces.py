@@ -1,7 +1,8 @@
-"""Teacher rollouts annotated with z_t, a foresight block built from each trajectory's real future.
+"""Teacher rollouts annotated with z_t, a foresight block for every step.
 
 What: `generate_traces(world, n=..., seed=...)` rolls the noisy teacher out on training tasks
-and, for every step t, builds z_t from what really happened after s_t:
+and, for every step t, builds z_t from what really happened after s_t and what the teacher
+expected:
   imaginary  the rest of the trajectory as a roadmap, future entities or numbers replaced by
              placeholders ([ORG1], [CITY1], [N1], ...): the *shape* of the future, not its facts;
   keywords   the values the teacher *expects* to see on the answer path, not yet visible at s_t:

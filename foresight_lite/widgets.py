@@ -38,7 +38,7 @@ def trace_html(trace: dict) -> str:
             f"{task['hops']} hop(s) · final answer <code>{_esc(trace['final_answer'])}</code> "
             f"<span style='color:{color}'><b>{verdict}</b></span></p>"
             f"<table style='border-collapse:collapse;font-size:90%'><tr><th style='{_CELL}'>t</th>"
-            f"<th style='{_CELL}'>z_t: foresight built from the real future</th>"
+            f"<th style='{_CELL}'>z_t: the teacher's foresight</th>"
             f"<th style='{_CELL}'>what really happened</th></tr>{''.join(rows)}</table>")
 
 

@@ -2,7 +2,7 @@
 
 What: `SFTTrainer` with the full next-token loss on plain-text trajectories. Two arms on the
 same trajectories from the same model: `standard_mt` (the "standard mid-training" baseline) and
-`wm_amt` (WM-AMT: a foresight block z_t, built from the trajectory's real future, inserted
+`wm_amt` (WM-AMT: a foresight block z_t, its roadmap built from the trajectory's real future, inserted
 between s_t and a_t at sampled steps).
 Why: the paper's claim is that predicting the real future during mid-training builds the
 *capability* that later format-only SFT cannot. Both arms also learn the world itself: the
