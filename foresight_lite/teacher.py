@@ -23,7 +23,7 @@ from .envs.calculator import calculate
 DEFAULT_NOISE = 0.3
 # Bumped whenever the teacher's actions or words change. Stages 1-2 record it in stage.json, and
 # `run` / `reproduce` refuse to reuse a stage trained on another version's trajectories.
-TEACHER_VERSION = 4
+TEACHER_VERSION = 5
 MAX_SEARCHES = 5  # the teacher gives up and answers after this many searches
 
 

@@ -4,16 +4,19 @@ What: `generate_traces(world, n=..., seed=...)` rolls the noisy teacher out on t
 and, for every step t, builds z_t from what really happened after s_t and what the teacher
 expected:
   imaginary  the rest of the trajectory as a roadmap, future entities or numbers replaced by
-             placeholders ([ORG1], [CITY1], [N1], ...): the *shape* of the future, not its facts;
+             placeholders ([ORG1], [CITY1], [N1], ...): the *shape* of the future, not its facts
+             (math: the next computation, then "..." for any further ones, then the answer);
   keywords   the values the teacher *expects* to see on the answer path, not yet visible at s_t:
              its memory of each fact (right with the chance of the fact's subject's popularity,
-             else a plausible wrong value of the same relation) or its mental arithmetic (right
-             3 times in 5, errors carried forward); at an answer step, the value it answers.
+             else a plausible wrong value of the same relation) or its mental arithmetic of the
+             next calculator result (right 3 times in 5); at an answer step, the value it answers.
              They are imagined, not copied from the real future: a demonstration whose first
              keyword were always the final answer teaches the student to answer its own keyword
              instead of reading the passage (measured with teacher version 3: 24 of 26 FE-SFT
              failures). Here the passage wins whenever the two disagree;
-  analysis   what is known at s_t and what is still missing;
+  analysis   what is known at s_t and (search) which hops are still missing; math names no
+             remaining operations, the question's next clause does (teacher version 4's list
+             of them was copied by FE-SFT students instead of reading the clause);
   q          a textual Q-value: the Monte Carlo success rate of taking this trajectory's own
              action a_t in s_t and then continuing with the teacher (K fresh continuations);
              for an answer, the teacher's accuracy when it answers in s_t (K re-sampled answers).
@@ -135,6 +138,12 @@ def foresight(env: Env, future: list[dict], rng) -> dict:
         action = Action.from_dict(step["action"])
         if action.is_answer:
             roadmap.append(f"answer {masker(action.answer)}")
+        elif env.name == "math" and roadmap:
+            # only the next computation is spelled out: a full list of operations, read off the
+            # question in one go, was a plan the student then followed even where the clause it
+            # quoted said otherwise (teacher version 4: 10 of 19 FE-SFT math failures)
+            if roadmap[-1] != "...":
+                roadmap.append("...")
         elif env.name == "math":
             expression, result = action.arguments.get("expression", ""), step["observation"]
             shown = masker(result) if not result.startswith("Error") else "error"
@@ -175,19 +184,18 @@ def _imagine_search(env: Env, rng) -> list[str]:
 
 
 def _imagine_math(env: Env, rng) -> list[str]:
-    """The remaining running totals as the teacher works them out in its head, from the last
-    total it has seen; a slip is carried into every later total."""
+    """The next calculator result as the teacher works it out in its head, from the last total it
+    has seen. Only the next one: later totals would need every remaining operation read off the
+    question at once, a plan the student could then copy instead of reading each clause."""
     plan = env.task.plan
     results = [obs.text for a, obs in env.history if not a.is_answer and not obs.error]
-    value, imagined = results[-1] if results else str(plan["start"]), []
-    for op, operand in plan["ops"][len(results):]:
-        value = calculate(f"{value} {op} {operand}")
-        if value.startswith("Error"):
-            break
-        if rng.random() >= MENTAL_ARITHMETIC_RIGHT:
-            value = _off_by(value, rng)
-        imagined.append(value)
-    return imagined
+    if len(results) >= len(plan["ops"]):
+        return []
+    op, operand = plan["ops"][len(results)]
+    value = calculate(f"{results[-1] if results else plan['start']} {op} {operand}")
+    if value.startswith("Error"):
+        return []
+    return [value if rng.random() < MENTAL_ARITHMETIC_RIGHT else _off_by(value, rng)]
 
 
 def _off_by(value: str, rng) -> str:
@@ -239,14 +247,12 @@ def _search_analysis(env: Env) -> str:
 
 
 def _math_analysis(env: Env) -> str:
-    plan = env.task.plan
+    """What is known; what is missing is whatever the question's next clause says (the policy
+    span quotes it). No list of the remaining operations: the student copied its own."""
     results = [obs.text for a, obs in env.history if not a.is_answer and not obs.error]
-    current = results[-1] if results else str(plan["start"])
-    todo = plan["ops"][len(results):]
-    head = f"Done {len(results)} of {len(plan['ops'])} operations; the running total is {current}. "
-    if not todo:
-        return head + "Nothing is missing."
-    return head + "Still to apply: " + ", ".join(f"{op} {b}" for op, b in todo) + "."
+    current = results[-1] if results else str(env.task.plan["start"])
+    done = f"{len(results)} operation" + ("" if len(results) == 1 else "s")
+    return f"Done {done}; the running total is {current}."
 
 
 def write_traces(traces: list[dict], out_dir: str | Path, *, meta: dict) -> Path:

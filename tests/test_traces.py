@@ -94,3 +94,16 @@ def test_answer_q_is_accuracy_in_that_state_not_the_outcome(traces):
 def test_q_predicts_outcomes(traces):
     pairs = [(s["z"]["q"], t["success"]) for t in traces for s in t["steps"]]
     assert auroc([p[0] for p in pairs], [p[1] for p in pairs]) > 0.75
+
+
+def test_math_foresight_spells_out_only_the_next_computation():
+    """No list of remaining operations to copy: the roadmap names the next computation, then
+    "..." when more follow; the analysis says what is done; one imagined keyword per tool step."""
+    for t in generate_traces("math", n=60, seed=0, progress=False):
+        for s in t["steps"]:
+            z = s["z"]
+            assert z["imaginary"].count("compute") <= 1 and "Still to apply" not in z["analysis"]
+            assert z["analysis"].startswith("Done ")
+            assert len(z["keywords"]) <= 1
+        if sum(not Action.from_dict(s["action"]).is_answer for s in t["steps"]) > 1:
+            assert "-> ... ->" in t["steps"][0]["z"]["imaginary"]
