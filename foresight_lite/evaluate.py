@@ -10,7 +10,9 @@ Why: every stage is judged by what the model does in the world, not by its loss.
 How: `python -m foresight_lite evaluate RUN_DIR` (see cli.py), or from Python as above.
 
 Grounding counts a predicted keyword only if it turns up in a *later observation* or is the gold
-answer, never in the agent's own later actions, which it could simply make come true.
+answer, never in the agent's own later actions, which it could simply make come true, and never
+when the agent had already read it (the answer it copies from a passage predicts nothing): the
+same definition as the RL reward's.
 """
 
 from __future__ import annotations
@@ -136,10 +138,20 @@ def _finish(env, record) -> dict:
     record["success"] = bool(env.success)
     record["final_answer"] = env.final_answer
     record["ended"] = record["ended"] or ("answered" if env.final_answer is not None else "out of turns")
+    mark_grounded(record)
+    record.pop("messages")
+    return record
+
+
+def mark_grounded(record: dict) -> dict:
+    """Set each step's `grounded`: its keywords that a later observation or the gold answer bears
+    out and that the agent had not already read (in the question or an earlier observation)."""
+    known = record["question"]
     for i, step in enumerate(record["steps"]):
         later = [s["observation"] or "" for s in record["steps"][i:]]
-        step["grounded"] = [k for k in step["keywords"] if keyword_grounded(k, later, record["answer"])]
-    record.pop("messages")
+        step["grounded"] = [k for k in step["keywords"]
+                            if keyword_grounded(k, later, record["answer"], known=known)]
+        known += " " + (step["observation"] or "")
     return record
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from .envs.base import normalize_answer
 from .evaluate import summarize
-from .rewards import keyword_grounded, score_record
+from .rewards import keyword_grounded
 
 COMPONENTS = {"reward/success": "success", "reward/calib": "R_calib", "reward/ground": "R_ground",
               "reward/format": "format", "confidence": "mean confidence"}
@@ -96,8 +96,8 @@ def hacking_check(episodes: dict[str, list[dict]]) -> list[dict]:
     and the confidences' spread (std, share of the most common value): a reward met by a constant
     confidence shows as AUROC ~0.5 with a collapsed spread. Keywords: per step, share of steps
     with none, share already seen (copied from the question or earlier observations, so not a
-    prediction), share distinct across all steps (generic keywords repeat), and grounding as the
-    evaluation counts it and as the RL reward counts it (new information only).
+    prediction), share distinct across all steps (generic keywords repeat), and grounding (new
+    information only, as both the evaluation and the RL reward count it).
     """
     rows = []
     for name, records in episodes.items():
@@ -114,8 +114,6 @@ def hacking_check(episodes: dict[str, list[dict]]) -> list[dict]:
                     keywords.append(normalize_answer(k))
                     copied += keyword_grounded(k, [seen], "")  # in what it had already read
                 seen += " " + (s.get("observation") or "")
-        scores = [score_record(e) for e in records]
-        turns = [t for sc in scores for t in sc.turns]
         mode_share = Counter(stated).most_common(1)[0][1] / len(stated) if stated else None
         rows.append({
             "model": name, "episodes": len(records), "success": summary.get("success"),
@@ -128,9 +126,7 @@ def hacking_check(episodes: dict[str, list[dict]]) -> list[dict]:
             "steps_without_keywords": empty / steps_with_span if steps_with_span else None,
             "keywords_already_seen": copied / len(keywords) if keywords else None,
             "keywords_distinct": len(set(keywords)) / len(keywords) if keywords else None,
-            "grounding_eval": summary.get("grounding"),
-            "grounding_new_info": float(np.mean([t.ground for t in turns if t.keywords])) if any(
-                t.keywords for t in turns) else None,
+            "grounding": summary.get("grounding"),
         })
     return rows
 

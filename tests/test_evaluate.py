@@ -37,11 +37,12 @@ def test_records_and_grounding_from_a_scripted_episode():
     episode = _play(env, task, [step1, step2, step3])
     assert episode["success"] and episode["ended"] == "answered" and len(episode["steps"]) == 3
     assert episode["steps"][0]["grounded"] == [bridge]  # its own query is no evidence; a made-up name neither
-    assert episode["steps"][2]["grounded"] == [answer]  # the gold answer
+    assert episode["steps"][1]["grounded"] == [answer]  # the next passage shows it
+    assert episode["steps"][2]["grounded"] == []  # read in a passage already: no prediction
     bad = _play(make_env("search", split="eval"), task, ["<think>I will sea"])
     assert bad["ended"] == "no action" and not bad["success"] and not bad["steps"][0]["format_ok"]
     s = summarize([episode, bad])
-    assert s["success"] == 0.5 and s["format_adherence"] == 3 / 4 and s["grounding"] == 3 / 4
+    assert s["success"] == 0.5 and s["format_adherence"] == 3 / 4 and s["grounding"] == 2 / 4
     assert s["auroc_first"] is None  # the malformed episode reported no confidence: one class left
 
 
