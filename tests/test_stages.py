@@ -29,6 +29,7 @@ def test_stage_outputs(run):
         assert settings["stage"] == stage and settings["sft_config"]["max_steps"] == 3
         assert done["global_step"] == 3 and done["train_loss"] > 0
         assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]
+        assert all(0 < r["rss_gb"] <= r["peak_rss_gb"] < 100 for r in rows)  # memory, read back per log
         assert (folder / "model" / "config.json").exists()
     assert json.loads((run / "sft" / "stage.json").read_text())["init"] == str(run / "mt" / "model")
     assert json.loads((run / "sft" / "stage.json").read_text())["layout"] == "full"

@@ -59,7 +59,8 @@ def write_json(path: Path, data: dict) -> None:
 
 
 class MetricsLog(TrainerCallback):
-    """Appends every Trainer log to metrics.jsonl, with tokens/s since the previous log."""
+    """Appends every Trainer log to metrics.jsonl, with tokens/s since the previous log and the
+    process's memory (resident now and peak so far, GB), so a run's memory growth can be read back."""
 
     def __init__(self, path: Path):
         self.path, self.last = path, None
@@ -73,8 +74,21 @@ class MetricsLog(TrainerCallback):
             row["tokens_per_second"] = (tokens - self.last[1]) / (now - self.last[0])
         if tokens is not None:
             self.last = (now, tokens)
+        row.update(memory_gb())
         with open(self.path, "a") as f:
             f.write(json.dumps(row, default=float) + "\n")
+
+
+def memory_gb() -> dict:
+    """Resident and peak memory of this process in GB ({} where the OS does not say)."""
+    try:
+        import resource
+
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return {"rss_gb": pages * os.sysconf("SC_PAGE_SIZE") / 1e9,
+                "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9}  # KiB on Linux
+    except (OSError, ImportError, ValueError, IndexError):
+        return {}
 
 
 def last_checkpoint(directory: Path) -> str | None:
