@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from .envs import Action, Env, make_env
 from .envs.base import rng_for
 from .envs.calculator import calculate
-from .teacher import DEFAULT_NOISE, make_teacher, resolve_chain, relation_phrase
+from .teacher import DEFAULT_NOISE, SearchTeacher, make_teacher, relation_phrase, resolve_chain
 
 DEFAULT_K = 8
 MAX_KEYWORDS = 3
@@ -176,8 +176,7 @@ def _imagine_search(env: Env, rng) -> list[str]:
         if right is not None and rng.random() < entity.popularity:
             value = right
         else:
-            pool = sorted({e.fact(rel) for e in world.entities.values() if e.seen and e.fact(rel)} - {right})
-            value = rng.choice(pool)
+            value = SearchTeacher._wrong_value(world, [rel], right, rng)
         imagined.append(value)
         subject = value
     return imagined
