@@ -5,7 +5,7 @@ import pytest
 
 from foresight_lite.envs import Action
 from foresight_lite.metrics import auroc
-from foresight_lite.rewards import keyword_grounded
+from foresight_lite.rewards import grounding_reward
 from foresight_lite.traces import MAX_KEYWORDS, generate_traces, read_traces, write_traces
 
 
@@ -42,8 +42,7 @@ def _grounded_share(trace, i):
     observations = [s["observation"] or "" for s in steps]
     known = " ".join([task["question"]] + observations[:i])
     keywords = steps[i]["z"]["keywords"]
-    hits = [keyword_grounded(k, observations[i:], task["answer"], known=known) for k in keywords]
-    return sum(hits) / len(hits) if hits else None
+    return grounding_reward(keywords, observations[i:], task["answer"], known=known) if keywords else None
 
 
 def test_keywords_are_imagined_not_copied_from_the_future(traces):
