@@ -1,6 +1,7 @@
 """Stages 1-2 in seconds-long smoke configurations on the tiny preset: outputs, resume, refusals."""
 
 import json
+import platform
 import shutil
 
 import pytest
@@ -206,3 +207,16 @@ def test_gpu_preset_trains_stage_2_through_unsloth(tmp_path):
     model, tokenizer = load_model("qwen-0.5b-t4", path=out / "model")
     ids = tokenizer("<think>", return_tensors="pt").input_ids.to(model.device)
     assert model.generate(ids, max_new_tokens=3, do_sample=False).shape[1] > ids.shape[1]
+
+
+def test_heap_is_trimmed_after_every_optimizer_step(tmp_path, monkeypatch):
+    from foresight_lite.stages import common
+
+    trim = common.TrimHeap()
+    if platform.libc_ver()[0] == "glibc":  # Linux: malloc_trim exists and runs
+        assert trim.trim is not None
+    trim.on_step_end(None, None, None)
+    steps = []
+    monkeypatch.setattr(common.TrimHeap, "on_step_end", lambda self, args, state, control, **kw: steps.append(state.global_step))
+    train_midtraining(tmp_path / "r", corpus="standard_mt", **TINY)
+    assert steps == [1, 2, 3]
