@@ -216,6 +216,32 @@ def assistant_turn_text(message: dict) -> str:
     return text.strip()
 
 
+_FORESIGHT_SPAN = re.compile(r"<(imaginary|keyword|analysis|confidence)>.*?</\1>", re.S)
+
+
+def loss_token_shares(tokenizer, episodes) -> dict:
+    """Where an SFT corpus's loss tokens go: counts of assistant tokens in each foresight span
+    (imaginary, keyword, analysis, confidence) and in the policy (think and tool call), and the
+    policy's `policy_share` of all of them.
+
+    Why: SFT averages its loss over every assistant token, so the spans FE-SFT adds take a share
+    of each update that plain SFT spends on the policy alone. Counted on `assistant_turn_text`
+    (the turn-ending token is left out); `episodes` is a corpus such as `corpora.fe_sft(traces)`.
+    """
+    counts = dict.fromkeys(("imaginary", "keyword", "analysis", "confidence", "policy"), 0)
+    for episode in episodes:
+        for message in episode["messages"]:
+            if message["role"] != "assistant":
+                continue
+            text = assistant_turn_text(message)
+            spans = [(m.start(), m.end(), m.group(1)) for m in _FORESIGHT_SPAN.finditer(text)]
+            offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+            for start, _ in offsets:
+                counts[next((kind for a, b, kind in spans if a <= start < b), "policy")] += 1
+    total = sum(counts.values())
+    return {**counts, "total": total, "policy_share": counts["policy"] / total if total else None}
+
+
 def read_metrics(path: str | Path) -> list[dict]:
     """The rows of a stage's metrics.jsonl (one per logging step)."""
     path = Path(path)

@@ -105,6 +105,24 @@ def test_loss_mask_html_greys_out_observations(tiny, traces):
                                                 '{"name": "search", "arguments": {"query": "Vashos"}}\n</tool_call>')
 
 
+def test_loss_token_shares_count_each_span_and_the_policy(tiny, traces):
+    _, tok = tiny
+    turn = {"role": "assistant", "content": "<keyword>Vashos</keyword>\n<think>search</think>",
+            "tool_calls": [{"type": "function", "function": {"name": "search", "arguments": {"query": "Pozan"}}}]}
+    shares = probes.loss_token_shares(tok, [{"messages": [{"role": "user", "content": "Q?"}, turn]}])
+    keyword_tokens = len(tok("<keyword>Vashos</keyword>", add_special_tokens=False)["input_ids"])
+    assert shares["keyword"] == keyword_tokens and shares["imaginary"] == shares["analysis"] == 0
+    assert shares["total"] == len(tok(probes.assistant_turn_text(turn), add_special_tokens=False)["input_ids"])
+    assert shares["policy_share"] == shares["policy"] / shares["total"]
+
+    plain = probes.loss_token_shares(tok, corpora.sft(traces))
+    fe = probes.loss_token_shares(tok, corpora.fe_sft(traces))
+    assert plain["total"] > 0 and plain["policy_share"] == 1.0
+    assert all(fe[span] > 0 for span in ("imaginary", "keyword", "analysis", "confidence"))
+    assert 0 < fe["policy_share"] < 1 and fe["total"] > plain["total"]
+    assert probes.loss_token_shares(tok, [])["policy_share"] is None
+
+
 def test_metrics_curves_pairs_and_cache(tmp_path):
     stage = tmp_path / "mt"
     stage.mkdir()
