@@ -139,6 +139,9 @@ def test_out_of_memory_becomes_one_sentence(tmp_path):
     class OutOfMemoryTrainer:
         args = types.SimpleNamespace(output_dir=str(tmp_path), per_device_train_batch_size=4, max_length=2048)
 
+        def add_callback(self, callback):
+            pass
+
         def train(self, resume_from_checkpoint=None):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.16 GiB")
 
