@@ -15,6 +15,7 @@ the world seed of training and the rl split, whose tasks stages 1-2 never saw.
 The HTML and plotly helpers (`trajectory_html`, `token_nll_html`, `loss_mask_html`,
 `loss_curves`) draw what the notebooks show; `cached_episodes` keeps evaluation re-runs cheap.
 `first_turn_plans` (used by `scripts/hop_probe.py`) generates: does a student state the hop plan?
+`loss_token_shares` counts which span each of an SFT corpus's loss tokens falls in.
 """
 
 from __future__ import annotations
