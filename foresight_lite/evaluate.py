@@ -29,7 +29,7 @@ from .envs import MAX_TURNS, make_env
 from .envs.base import stable_hash
 from .format import parse_step
 from .metrics import auroc, brier, ece, mean_at_k, pass_at_k
-from .rewards import keyword_grounded  # one definition of grounding, shared with the RL reward
+from .rewards import score_record  # one definition of grounding, shared with the RL reward
 
 MAX_NEW_TOKENS = 320  # a full foresight step is about 150 tokens; longer output is a runaway
 # for k samples per task; Chen et al. (2021) found 0.8 best for pass@k at large k
@@ -145,13 +145,10 @@ def _finish(env, record) -> dict:
 
 def mark_grounded(record: dict) -> dict:
     """Set each step's `grounded`: its keywords that a later observation or the gold answer bears
-    out and that the agent had not already read (in the question or an earlier observation)."""
-    known = record["question"]
-    for i, step in enumerate(record["steps"]):
-        later = [s["observation"] or "" for s in record["steps"][i:]]
-        step["grounded"] = [k for k in step["keywords"]
-                            if keyword_grounded(k, later, record["answer"], known=known)]
-        known += " " + (step["observation"] or "")
+    out and that the agent had not already read (in the question or an earlier observation), as
+    the RL reward's `score_record` finds them."""
+    for step, turn in zip(record["steps"], score_record(record).turns):
+        step["grounded"] = turn.grounded
     return record
 
 

@@ -1,7 +1,8 @@
 import pytest
 
 from foresight_lite.envs import make_env
-from foresight_lite.evaluate import _advance, _finish, _new_record, keyword_grounded, run_episodes, summarize
+from foresight_lite.evaluate import _advance, _finish, _new_record, run_episodes, summarize
+from foresight_lite.rewards import keyword_grounded
 from foresight_lite.format import render_step
 from foresight_lite.envs import Action
 
