@@ -1,0 +1,95 @@
+"""Print the figures docs/experiments.md quotes for evaluated runs, one markdown row per world.
+
+    python scripts/eval_table.py runs/v8 runs/v8-plus1 --stage sft
+    python scripts/eval_table.py runs/v10-rl --stage rl --split eval
+
+What: reads the episodes `evaluate` stored (runs/<run>/eval/<stage>/<world>-<split>.jsonl) and
+prints success, success by difficulty (hops for search, operations for math), format adherence,
+the stated confidence (mean, share of steps at 100, AUROC over every step and the first step,
+ECE) and the share of predicted keywords that came true.
+Why: the README's headline table sets several runs side by side, and the split by difficulty
+is where the runs differ (search's wall is the 2-hop question); this puts each figure one
+command away instead of in a one-off script. Metrics come from `evaluate.summarize`, so they
+match summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from foresight_lite.evaluate import summarize  # noqa: E402
+
+COLUMNS = ("run", "stage", "world", "split", "success", "by difficulty", "format",
+           "confidence mean", "at 100", "AUROC all / first", "ECE", "keywords true")
+
+
+def by_difficulty(episodes: list[dict]) -> str:
+    """Solved over played per hop count (search) or operation count (math): '1: 13/13, 2: 7/17'."""
+    counts = collections.defaultdict(lambda: [0, 0])
+    for e in episodes:
+        counts[e["hops"]][0] += bool(e["success"])
+        counts[e["hops"]][1] += 1
+    return ", ".join(f"{k}: {a}/{b}" for k, (a, b) in sorted(counts.items()))
+
+
+def _fmt(value, digits=2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def table_row(episodes: list[dict], **labels) -> dict:
+    """One row of the table for one run, stage, world and split."""
+    m = summarize(episodes)
+    confidences = [s["confidence"] for e in episodes for s in e["steps"] if s["confidence"] is not None]
+    solved = sum(bool(e["success"]) for e in episodes)
+    return {**labels,
+            "success": f"{solved}/{len(episodes)} ({100 * solved / len(episodes):.0f}%)",
+            "by difficulty": by_difficulty(episodes),
+            "format": _fmt(m["format_adherence"]),
+            "confidence mean": _fmt(sum(confidences) / len(confidences), 1) if confidences else "-",
+            "at 100": _fmt(sum(c == 100 for c in confidences) / len(confidences)) if confidences else "-",
+            "AUROC all / first": f"{_fmt(m['auroc_all'])} / {_fmt(m['auroc_first'])}",
+            "ECE": _fmt(m["ece_all"]),
+            "keywords true": "-" if m["grounding"] is None else f"{100 * m['grounding']:.1f}%"}
+
+
+def collect(run_dirs, *, stage: str, split: str, worlds=("search", "math")) -> list[dict]:
+    """Rows for every stored evaluation among `run_dirs`; a missing file is skipped, not an error."""
+    rows = []
+    for run in run_dirs:
+        for world in worlds:
+            path = Path(run) / "eval" / stage / f"{world}-{split}.jsonl"
+            if not path.exists():
+                continue
+            episodes = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            if episodes:
+                rows.append(table_row(episodes, run=Path(run).name, stage=stage, world=world, split=split))
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="run directories (runs/<run>)")
+    parser.add_argument("--stage", default="sft", help="which evaluated stage: mt, sft or rl (default sft)")
+    parser.add_argument("--split", default="eval", help="eval or ood (default eval)")
+    args = parser.parse_args(argv)
+    rows = collect(args.runs, stage=args.stage, split=args.split)
+    if not rows:
+        parser.error(f"no stored evaluation of stage {args.stage!r} on split {args.split!r} in these runs; "
+                     f"run `python -m foresight_lite evaluate RUN --stage {args.stage}` first")
+    print(markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

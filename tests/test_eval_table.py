@@ -1,0 +1,59 @@
+"""scripts/eval_table.py: rows from stored evaluations, by difficulty, and its command line."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("eval_table", ROOT / "scripts" / "eval_table.py")
+eval_table = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(eval_table)
+
+
+def _episode(i, hops, success, confidences, keywords=(), grounded=()):
+    steps = [{"confidence": c, "format_ok": True, "keywords": list(keywords), "grounded": list(grounded)}
+             for c in confidences]
+    return {"task_id": f"t{i}", "hops": hops, "success": success, "generated_tokens": 10, "steps": steps}
+
+
+EPISODES = [_episode(0, 1, True, [90, 100], keywords=["a", "b"], grounded=["a"]),
+            _episode(1, 2, False, [100]),
+            _episode(2, 2, True, [80]),
+            _episode(3, 1, True, [None])]
+
+
+def test_by_difficulty_counts_solved_over_played_per_hop_count():
+    assert eval_table.by_difficulty(EPISODES) == "1: 2/2, 2: 1/2"
+
+
+def test_row_reports_success_confidence_and_grounding():
+    row = eval_table.table_row(EPISODES, run="r", stage="sft", world="search", split="eval")
+    assert row["success"] == "3/4 (75%)"
+    assert row["confidence mean"] == "92.5"  # the missing confidence is left out, not read as 0
+    assert row["at 100"] == "0.50"
+    assert row["keywords true"] == "50.0%"  # "a" came true on both steps, "b" on neither
+    # the one failure stated 100: above the successes' 90 and 80, tied with their other 100
+    assert row["AUROC all / first"] == "0.17 / 0.00"
+
+
+def test_a_plain_run_without_confidences_prints_dashes():
+    plain = [_episode(0, 1, True, [None]), _episode(1, 2, False, [None])]
+    row = eval_table.table_row(plain, run="r", stage="sft", world="search", split="eval")
+    assert row["confidence mean"] == row["at 100"] == row["ECE"] == row["keywords true"] == "-"
+
+
+def test_command_line_reads_stored_episodes_and_skips_missing_worlds(tmp_path, capsys):
+    folder = tmp_path / "run" / "eval" / "sft"
+    folder.mkdir(parents=True)
+    (folder / "search-eval.jsonl").write_text("".join(json.dumps(e) + "\n" for e in EPISODES))
+    assert eval_table.main([str(tmp_path / "run"), "--stage", "sft"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and "| run | sft | search | eval | 3/4 (75%) | 1: 2/2, 2: 1/2 |" in lines[2]
+
+
+def test_command_line_without_stored_evaluations_says_what_to_run(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        eval_table.main([str(tmp_path), "--stage", "rl"])
+    assert "foresight_lite evaluate RUN --stage rl" in capsys.readouterr().err
