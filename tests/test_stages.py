@@ -61,6 +61,9 @@ def test_interrupted_stage_resumes(tmp_path):
     assert done["resumed_from"].endswith("checkpoint-2") and done["global_step"] == 3
     rows = [json.loads(line) for line in (run_dir / "mt" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]  # no step logged twice
+    tokens = [r["num_tokens"] for r in rows if "num_tokens" in r]
+    assert tokens == sorted(tokens) and tokens[2] > tokens[1]  # counted on across the resume
+    assert done["tokens"] == tokens[-1]
 
 
 def test_sft_refuses_without_its_input_stage(tmp_path):

@@ -65,13 +65,27 @@ class MetricsLog(TrainerCallback):
     process's memory (resident now and peak so far, GB), so a run's memory growth can be read back."""
 
     def __init__(self, path: Path):
-        self.path, self.last = path, None
+        self.path, self.last, self.carried, self.offset = path, None, None, 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # the token count logged up to the checkpoint (train_with_resume has cut the log back to it)
+        if state.global_step > 0 and self.path.exists():
+            counts = [json.loads(line).get("num_tokens") for line in self.path.read_text().splitlines()]
+            self.carried = max([c for c in counts if c is not None], default=None)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero:  # under `accelerate launch`, one process writes
             return
-        now, tokens = time.perf_counter(), (logs or {}).get("num_tokens")
-        row = {"step": state.global_step, "epoch": state.epoch, **(logs or {})}
+        logs = dict(logs or {})
+        if logs.get("num_tokens") is not None:
+            if self.carried is not None:  # the first count after a resume
+                # SFTTrainer's counter is not checkpointed and restarts at 0 (GRPO's is, and goes
+                # on): when it restarted, count on from the checkpoint's total
+                self.offset = self.carried if logs["num_tokens"] < self.carried else 0.0
+                self.carried = None
+            logs["num_tokens"] += self.offset
+        now, tokens = time.perf_counter(), logs.get("num_tokens")
+        row = {"step": state.global_step, "epoch": state.epoch, **logs}
         if tokens is not None and self.last is not None and tokens > self.last[1]:
             row["tokens_per_second"] = (tokens - self.last[1]) / (now - self.last[0])
         if tokens is not None:
