@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from foresight_lite.evaluate import summarize  # noqa: E402
+from foresight_lite.probes import confidence_pairs  # noqa: E402
 
 COLUMNS = ("run", "stage", "world", "split", "success", "by difficulty", "format",
            "confidence mean", "at 100", "AUROC all / first", "ECE", "keywords true")
@@ -44,14 +45,14 @@ def _fmt(value, digits=2) -> str:
 def table_row(episodes: list[dict], **labels) -> dict:
     """One row of the table for one run, stage, world and split."""
     m = summarize(episodes)
-    confidences = [s["confidence"] for e in episodes for s in e["steps"] if s["confidence"] is not None]
+    q, _ = confidence_pairs(episodes)  # every stated confidence, in [0, 1]
     solved = sum(bool(e["success"]) for e in episodes)
     return {**labels,
             "success": f"{solved}/{len(episodes)} ({100 * solved / len(episodes):.0f}%)",
             "by difficulty": by_difficulty(episodes),
             "format": _fmt(m["format_adherence"]),
-            "confidence mean": _fmt(sum(confidences) / len(confidences), 1) if confidences else "-",
-            "at 100": _fmt(sum(c == 100 for c in confidences) / len(confidences)) if confidences else "-",
+            "confidence mean": _fmt(100 * sum(q) / len(q), 1) if q else "-",
+            "at 100": _fmt(sum(c == 1 for c in q) / len(q)) if q else "-",
             "AUROC all / first": f"{_fmt(m['auroc_all'])} / {_fmt(m['auroc_first'])}",
             "ECE": _fmt(m["ece_all"]),
             "keywords true": "-" if m["grounding"] is None else f"{100 * m['grounding']:.1f}%"}
