@@ -6,7 +6,9 @@ Reads the episodes `evaluate` stored and replays each failed task's gold plan (t
 operations, clause by clause). The first calculator call that differs is classified: a wrong
 operator for the clause, a lost place (the call belongs to the clause before or after), or a
 wrong number; a failure with every call right either answered before the last clause or
-computed right and answered wrong.
+computed right and answered wrong. Separately it counts failures where a call's first number was
+not the calculator's last result, and how many of those used the model's own predicted keyword
+from the step before instead: imagination leaking into the state it acts on.
 """
 
 from __future__ import annotations
@@ -39,6 +41,30 @@ def first_deviation(calls: list[str], ops: list[list]) -> str:
     return "answered before the last clause" if len(calls) < len(gold) else "right operations, wrong answer"
 
 
+def stale_total(steps: list[dict]) -> str | None:
+    """Whether a calculator call started from a number other than the previous call's result:
+    "own keyword" when that number is what the model predicted one step before, "other" otherwise."""
+    previous = None
+    for step in steps:
+        action = step.get("action") or {}
+        if action.get("tool") != "calculator":
+            continue
+        match = EXPRESSION.match(action.get("arguments", {}).get("expression", ""))
+        if match and previous is not None and _number(previous.get("observation")) is not None \
+                and float(match.group(1)) != _number(previous.get("observation")):
+            predicted = {_number(k) for k in previous.get("keywords") or []}
+            return "own keyword" if float(match.group(1)) in predicted else "other"
+        previous = step
+    return None
+
+
+def _number(text) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("episodes", nargs="+", help="math-<split>.jsonl files written by evaluate")
@@ -49,7 +75,7 @@ def main() -> None:
 
     for path in args.episodes:
         rows = [json.loads(line) for line in open(path)]
-        envs, kinds = {}, collections.Counter()
+        envs, kinds, stale = {}, collections.Counter(), collections.Counter()
         for row in rows:
             if row["success"]:
                 continue
@@ -59,9 +85,13 @@ def main() -> None:
             calls = [step["action"]["arguments"].get("expression", "") for step in row["steps"]
                      if step["action"] and step["action"].get("tool") == "calculator"]
             kinds[first_deviation(calls, env.task.plan["ops"])] += 1
+            stale[stale_total(row["steps"])] += 1
         print(f"{path}: {sum(r['success'] for r in rows)} of {len(rows)} solved; first deviation of each failure:")
         for kind, n in kinds.most_common():
             print(f"  {n:3d}  {kind}")
+        print(f"  failures where a call started from a number other than the last result: "
+              f"{stale['own keyword'] + stale['other']} ({stale['own keyword']} of them the model's "
+              f"own predicted keyword)")
 
 
 if __name__ == "__main__":

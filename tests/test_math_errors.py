@@ -28,6 +28,20 @@ def test_first_deviation_kinds():
     assert kind(["(39 * 4) / 3"], OPS) == "an expression that is not one operation"
 
 
+def calc(expression, observation, keywords=()):
+    return {"action": {"tool": "calculator", "arguments": {"expression": expression}},
+            "observation": observation, "keywords": list(keywords)}
+
+
+def test_stale_total_tells_own_prediction_from_other_numbers():
+    assert math_errors.stale_total([calc("389 - 30", "359", ["271"]), calc("359 * 4", "1436")]) is None
+    assert math_errors.stale_total([calc("389 - 30", "359", ["271"]), calc("271 - 4", "267")]) == "own keyword"
+    assert math_errors.stale_total([calc("389 - 30", "359", ["271"]), calc("300 * 4", "1200")]) == "other"
+    # an unparsable observation or expression is skipped, never an exception
+    assert math_errors.stale_total([calc("389 - 30", "error"), calc("7 * 4", "28")]) is None
+    assert math_errors.stale_total([calc("(1 + 2) * 3", "9"), {"action": {"answer": "9"}}]) is None
+
+
 def test_script_reads_stored_episodes(tmp_path):
     env = make_env("math", seed=0, split="eval")
     env.reset(0)
@@ -42,3 +56,4 @@ def test_script_reads_stored_episodes(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "scripts/math_errors.py"), str(path)],
                          capture_output=True, text=True, check=True).stdout
     assert "1 of 2 solved" in out and "1  wrong operator, right number" in out
+    assert "other than the last result: 0" in out
