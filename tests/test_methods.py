@@ -51,7 +51,8 @@ def fake_stages(monkeypatch, rl_module, untrained_tiny):
             settings = {"stage": stage, "preset": preset, "seed": seed, "worlds": list(worlds), "smoke": smoke,
                         "init": init or "base", **({"method": method} if method else
                                                    {"corpus": corpus, "n_traces": n_traces,
-                                                    "teacher_version": TEACHER_VERSION})}
+                                                    "teacher_version": TEACHER_VERSION,
+                                                    "epochs": 2 if stage == "sft" else 1})}
             write_json(out / "stage.json", settings)
             write_json(out / "complete.json", {"stage": stage, "seconds": 1.0})
             return out
@@ -125,6 +126,16 @@ def test_reuse_refuses_a_stage_from_another_teachers_trajectories(tmp_path, fake
     del settings["teacher_version"]  # as written before stages recorded it
     settings_file.write_text(json.dumps(settings))
     with pytest.raises(ValueError, match=f"was trained with teacher_version=None, not {TEACHER_VERSION}"):
+        train_method("sft", runs_dir=tmp_path, preset="tiny", smoke=True)
+
+
+def test_reuse_refuses_a_stage_2_trained_for_one_pass(tmp_path, fake_stages):
+    # stage 2 took one pass until the recipe became two; an old one-pass stage must not pass for it
+    train_method("sft", runs_dir=tmp_path, preset="tiny", smoke=True)
+    settings_file = tmp_path / "tiny-s0-smoke" / "mt-standard_mt" / "sft-sft" / "sft" / "stage.json"
+    settings_file.write_text(json.dumps({**json.loads(settings_file.read_text()), "epochs": 1}))
+    train_method("fe_sft", runs_dir=tmp_path, preset="tiny", smoke=True)  # a sibling stage: unaffected
+    with pytest.raises(ValueError, match="was trained with epochs=1, not 2"):
         train_method("sft", runs_dir=tmp_path, preset="tiny", smoke=True)
 
 

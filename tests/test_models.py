@@ -237,6 +237,17 @@ def test_cpu_presets_keep_the_shared_recipe():
         assert not models.PRESETS[name].mt_train_embeddings
 
 
+def test_stage_2_takes_two_passes_on_the_cpu_and_one_on_a_t4(monkeypatch, tmp_path):
+    from foresight_lite.stages.midtrain import recipe
+
+    epochs = lambda preset, stage: recipe(tmp_path, preset=preset, smoke=False, seed=0,  # noqa: E731
+                                          stage=stage)["num_train_epochs"]
+    assert (epochs("smollm2-135m", "mt"), epochs("smollm2-135m", "sft")) == (1, 2)
+    monkeypatch.setattr(models, "require_gpu", lambda preset: None)
+    monkeypatch.setattr(models, "bf16_supported", lambda: False)
+    assert (epochs("qwen-0.5b-t4", "mt"), epochs("qwen-0.5b-t4", "sft")) == (1, 1)
+
+
 def test_lora_with_embeddings_trains_one_tied_fp32_copy():
     half = build_tiny(seed=0)[0].to(torch.float16)
     peft_model = add_lora(half, "tiny", train_embeddings=True)

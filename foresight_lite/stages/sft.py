@@ -64,7 +64,8 @@ def train_sft(run_dir: str | Path, *, corpus: str = "fe_sft", preset: str = "smo
     settings = {"stage": "sft", "corpus": corpus, "layout": LAYOUT_OF[corpus], "preset": preset,
                 "init": start_from or "base", "worlds": list(worlds), "n_traces": n_traces, "seed": seed,
                 "teacher_version": TEACHER_VERSION,
-                "smoke": smoke, "examples": len(dataset), "sft_config": args.to_dict()}
+                "smoke": smoke, "examples": len(dataset), "epochs": args.num_train_epochs,
+                "sft_config": args.to_dict()}
     write_json(out / "stage.json", settings)
     train_with_resume(trainer, out, config=settings, started=started)
     return out
