@@ -204,7 +204,8 @@ def test_smollm2_converts_once_then_loads_fast_and_generates(smol):
     config = json.loads((cache / "config.json").read_text())
     assert "quantization_config" not in config and (cache / "model.safetensors").exists()
     assert second < 10 and second < first / 2, (first, second)
-    assert model.dtype == torch.bfloat16 and len(tok) == 49152 == model.config.vocab_size
+    assert model.dtype == getattr(torch, models.preset_dtype(models.PRESETS["smollm2-135m"]))
+    assert len(tok) == 49152 == model.config.vocab_size
     prompt = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
                                      add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out = model.generate(**prompt, max_new_tokens=8, do_sample=False)
@@ -316,3 +317,16 @@ def test_each_launched_process_loads_onto_its_own_gpu(monkeypatch):
     assert models._device_map(gpu=True) == "auto" and models._device_map(gpu=False) is None
     monkeypatch.setenv("LOCAL_RANK", "3")  # set by accelerate launch / torchrun
     assert models._device_map(gpu=True) == {"": 3} and models._device_map(gpu=False) is None
+
+
+def test_smollm2_loads_in_float32_where_bf16_is_emulated(monkeypatch, recwarn):
+    # on an AVX2-only CPU a bf16 matmul ran 50x slower than fp32: training stalled
+    p = models.PRESETS["smollm2-135m"]
+    monkeypatch.setattr(models, "cpu_bf16_fast", lambda: True)
+    assert models.preset_dtype(p) == "bfloat16"
+    monkeypatch.setattr(models, "cpu_bf16_fast", lambda: False)
+    models._warn_once.cache_clear()  # it warns once per process
+    assert models.preset_dtype(p) == "float32"
+    assert any("loads in float32" in str(w.message) for w in recwarn)
+    assert models.preset_dtype(models.PRESETS["tiny"]) == "float32"  # its own
+    assert models.preset_dtype(models.PRESETS["qwen-0.5b-t4"]) is None  # a GPU's choice

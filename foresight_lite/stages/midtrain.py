@@ -50,7 +50,8 @@ def recipe(output_dir: Path, *, preset: str, smoke: bool, seed: int, stage: str 
         # 1536: the longest FE-SFT math episodes run to ~1,300 SmolLM2 tokens; at 1024 a fifth of
         # them lost their last turns, which the plain-SFT arm (max ~880) never does
         max_length=1536, logging_steps=5, save_strategy="steps", save_steps=20, save_total_limit=1,
-        # CPU: bf16 autocast costs more than it saves here; the weights themselves are bf16 (preset)
+        # CPU: bf16 autocast costs more than it saves here; the weights themselves are bf16 where the
+        # CPU computes bf16 fast, fp32 elsewhere (models.preset_dtype)
         bf16=False, fp16=False, gradient_checkpointing=False, dataloader_num_workers=0, dataloader_pin_memory=False,
         disable_tqdm=False,
     )
@@ -98,7 +99,8 @@ def train_midtraining(run_dir: str | Path, *, corpus: str = "wm_amt", preset: st
                          callbacks=[MetricsLog(out / "metrics.jsonl")], optimizers=(optimizer, None))
     settings = {"stage": "mt", "corpus": corpus, "preset": preset, "worlds": list(worlds), "n_traces": n_traces,
                 "seed": seed, "smoke": smoke, "teacher_version": TEACHER_VERSION, "examples": len(dataset),
-                "epochs": args.num_train_epochs, "sft_config": args.to_dict(), "train_embeddings": p.mt_train_embeddings,
+                "epochs": args.num_train_epochs, "dtype": str(model.dtype).removeprefix("torch."),
+                "sft_config": args.to_dict(), "train_embeddings": p.mt_train_embeddings,
                 "embedding_learning_rate": args.learning_rate * p.embedding_lr_ratio if p.mt_train_embeddings else None}
     write_json(out / "stage.json", settings)
     train_with_resume(trainer, out, config=settings, started=started)

@@ -354,7 +354,7 @@ def train_rl(run_dir: str | Path, *, method: str = "fc_rl", preset: str = "smoll
             callbacks=[MetricsLog(out / "metrics.jsonl")], span_credit=span_credit, layout=layout)
     settings = {"stage": "rl", "method": method, "span_credit": span_credit, "reward_components": list(components),
                 "layout": layout, "preset": preset, "init": start_from or "base", "worlds": list(worlds),
-                "seed": seed, "smoke": smoke, "tasks": len(dataset),
+                "seed": seed, "smoke": smoke, "tasks": len(dataset), "dtype": str(model.dtype).removeprefix("torch."),
                 "policy_confidence_weight": trainer.policy_confidence_weight, "grpo_config": args.to_dict()}
     write_json(out / "stage.json", settings)
     train_with_resume(trainer, out, config=settings, started=started)

@@ -65,6 +65,7 @@ def train_sft(run_dir: str | Path, *, corpus: str = "fe_sft", preset: str = "smo
                 "init": start_from or "base", "worlds": list(worlds), "n_traces": n_traces, "seed": seed,
                 "teacher_version": TEACHER_VERSION,
                 "smoke": smoke, "examples": len(dataset), "epochs": args.num_train_epochs,
+                "dtype": str(model.dtype).removeprefix("torch."),
                 "sft_config": args.to_dict()}
     write_json(out / "stage.json", settings)
     train_with_resume(trainer, out, config=settings, started=started)
