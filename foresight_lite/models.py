@@ -237,7 +237,7 @@ def preset_dtype(p: Preset) -> str | None:
 
 @functools.cache
 def _warn_once(message: str) -> None:
-    warnings.warn(message, stacklevel=3)
+    warnings.warn(message, stacklevel=4)  # the caller of load_model
 
 
 def require_gpu(p: Preset) -> None:
