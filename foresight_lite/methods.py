@@ -175,8 +175,8 @@ def train_method(name: str, *, runs_dir: str | Path = "runs", preset: str = "smo
         key = "method" if stage == "rl" else "corpus"
         expected = {key: variant, "preset": preset, "seed": seed, "worlds": list(worlds), "smoke": smoke}
         if stage != "rl":
-            expected.update(n_traces=n_traces, teacher_version=TEACHER_VERSION,
-                            epochs=recipe(Path("."), preset=preset, smoke=smoke, seed=seed, stage=stage)["num_train_epochs"])
+            epochs = recipe(Path("."), preset=preset, smoke=smoke, seed=seed, stage=stage)["num_train_epochs"]
+            expected.update(n_traces=n_traces, teacher_version=TEACHER_VERSION, epochs=epochs)
         if is_complete(folder):
             _check_reuse(folder, expected)
         elif stage == "mt":

@@ -207,7 +207,7 @@ def bf16_supported() -> bool:
 
 @functools.cache
 def cpu_bf16_fast() -> bool:
-    """True if this CPU multiplies bfloat16 matrices about as fast as float32 (measured once, ~0.2 s).
+    """True if this CPU multiplies bfloat16 matrices about as fast as float32 (measured once, ~0.3 s).
 
     CPUs with AVX-512 BF16 or AMX do: there bf16 weights trained SmolLM2 1.4x faster than fp32.
     Without them torch emulates bf16: on a 2-core AVX2 machine here a bf16 matmul ran 50x slower
