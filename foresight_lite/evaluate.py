@@ -6,6 +6,8 @@ reads it, the tool call goes to the real world and its observation comes back as
 `summarize(episodes)` turns the records into the metrics the paper reports: success (and, with
 `samples=k` episodes per task at a temperature above 0, mean@k and pass@k), format adherence,
 keyword grounding, Brier / ECE / AUROC of the confidence, tokens per episode.
+Each batch keeps its KV cache from turn to turn (`TurnCache`), so a turn prefills only the
+reply's end, the observation and the next header, not the whole history again.
 Why: every stage is judged by what the model does in the world, not by its loss.
 How: `python -m foresight_lite evaluate RUN_DIR` (see cli.py), or from Python as above.
 
@@ -29,6 +31,7 @@ from .envs import MAX_TURNS, make_env
 from .envs.base import stable_hash
 from .format import parse_step
 from .metrics import auroc, brier, ece, mean_at_k, pass_at_k
+from .models import backend_name
 from .rewards import score_record  # one definition of grounding, shared with the RL reward
 
 MAX_NEW_TOKENS = 320  # a full foresight step is about 150 tokens; longer output is a runaway
@@ -62,13 +65,16 @@ def run_episodes(model, tokenizer, *, world: str, split: str = "eval", seed: int
         records = [_new_record(env, task, layout) for env, (task, _) in zip(envs, chunk)]
         for record, (_, j) in zip(records, chunk):
             record["sample"] = j
+        # Unsloth's patched generate keeps its own cache; the reuse is measured on transformers only
+        reuse = TurnCache() if backend_name() != "unsloth" else None
         for turn in range(max_turns + 1):
             active = [i for i, env in enumerate(envs) if not env.done and not records[i]["ended"]]
             if not active:
                 break
             texts, n_tokens = _generate(model, tokenizer, [records[i]["messages"] for i in active],
                                         tools=base.tools, max_new_tokens=max_new_tokens,
-                                        temperature=temperature, seed=(sample_seed, start, turn))
+                                        temperature=temperature, seed=(sample_seed, start, turn),
+                                        turn_cache=reuse, rows=active)
             for i, text, k in zip(active, texts, n_tokens):
                 _advance(envs[i], records[i], text, k, layout, truncated=k >= max_new_tokens)
         for env, record in zip(envs, records):
@@ -86,32 +92,89 @@ def _new_record(env, task, layout):
             "steps": [], "generated_tokens": 0, "ended": None}
 
 
+class TurnCache:
+    """The KV cache of one batch of conversations, kept from turn to turn.
+
+    A turn's prompt is the last turn's prompt, the reply, the observation and the next header, so
+    its key-value cache need not be recomputed: only the new tokens are prefilled, and a long
+    episode no longer re-reads its whole history every turn (most of an FE-SFT math episode's
+    evaluation time). Reuse is exact in tokens: a row reuses the cache only when the tokens of its
+    new prompt begin with every token it has already seen; otherwise the batch is prefilled anew
+    (`refills` counts those turns). Padding inside a row (replies of unequal length, new segments
+    of unequal length) is masked, and position ids follow the mask, as in one fresh prefill."""
+
+    def __init__(self):
+        self.rows, self.seen, self.sequences, self.mask, self.past = [], {}, None, None, None
+        self.reuses = self.refills = 0
+
+    def segments(self, rows, prompt_ids):
+        """Each row's tokens the cache has not seen, or None when some row cannot reuse it."""
+        if self.past is None or any(r not in self.seen for r in rows):
+            return None
+        new = []
+        for r, ids in zip(rows, prompt_ids):
+            seen = self.seen[r]
+            if ids[:len(seen)] != seen:
+                self.refills += 1
+                return None
+            new.append(ids[len(seen):])
+        self.reuses += 1
+        return new
+
+
+def _left_pad(id_lists, pad_id):
+    width = max(len(ids) for ids in id_lists)
+    ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in id_lists], dtype=torch.long)
+    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in id_lists], dtype=torch.long)
+    return ids, mask
+
+
 @torch.no_grad()
-def _generate(model, tokenizer, conversations, *, tools, max_new_tokens, temperature, seed, prefixes=None):
+def _generate(model, tokenizer, conversations, *, tools, max_new_tokens, temperature, seed, prefixes=None,
+              turn_cache: TurnCache | None = None, rows=None):
     """One assistant turn per conversation; `prefixes` (optional) force the start of each turn and
-    are part of the returned text, not of the token counts."""
+    are part of the returned text, not of the token counts. With `turn_cache` (and `rows`, each
+    conversation's stable id within the batch) the next call prefills only what is new."""
     prefixes = prefixes or [""] * len(conversations)
     prompts = [tokenizer.apply_chat_template(c, tools=tools, add_generation_prompt=True, tokenize=False) + prefix
                for c, prefix in zip(conversations, prefixes)]
-    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # generation continues on the right
-    try:
-        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-    finally:
-        tokenizer.padding_side = padding_side
-    kwargs = dict(do_sample=temperature > 0, max_new_tokens=max_new_tokens,
-                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    kwargs = dict(do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                  eos_token_id=eos_id)
     if temperature > 0:
         torch.manual_seed(stable_hash(*seed) % 2**31)
-        kwargs.update(temperature=temperature, top_p=1.0, top_k=0)
-    out = model.generate(**batch, **kwargs)
-    new = out[:, batch["input_ids"].shape[1]:]
-    texts, lengths = [], []
-    for row, prefix in zip(new, prefixes):
+        kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
+    rows = list(range(len(conversations))) if rows is None else list(rows)
+    new = turn_cache.segments(rows, prompt_ids) if turn_cache is not None else None
+    if new is None:  # a fresh prefill of every prompt, left-padded so generation continues on the right
+        input_ids, mask = _left_pad(prompt_ids, tokenizer.pad_token_id)
+        past, seen_before = None, [[] for _ in rows]
+    else:
+        keep = torch.tensor([turn_cache.rows.index(r) for r in rows])
+        past = turn_cache.past
+        past.batch_select_indices(keep.to(model.device))
+        new_ids, new_mask = _left_pad(new, tokenizer.pad_token_id)
+        input_ids = torch.cat([turn_cache.sequences[keep], new_ids], dim=1)
+        mask = torch.cat([turn_cache.mask[keep], new_mask], dim=1)
+        seen_before = [turn_cache.seen[r] for r in rows]
+        prompt_ids = new
+    out = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
+                         past_key_values=past, return_dict_in_generate=True, **kwargs)
+    generated = out.sequences[:, input_ids.shape[1]:].cpu()
+    texts, lengths, real = [], [], []
+    for row, prefix in zip(generated, prefixes):
         ids = row.tolist()
-        stop = [j for j, t in enumerate(ids) if t in (kwargs["eos_token_id"], tokenizer.pad_token_id)]
+        stop = [j for j, t in enumerate(ids) if t in (eos_id, tokenizer.pad_token_id)]
         ids = ids[:stop[0] + 1] if stop else ids
         lengths.append(len(ids))
+        real.append(ids)
         texts.append((prefix + tokenizer.decode(ids, skip_special_tokens=True)).strip())
+    if turn_cache is not None:
+        gen_mask = torch.tensor([[1] * n + [0] * (generated.shape[1] - n) for n in lengths], dtype=torch.long)
+        turn_cache.rows, turn_cache.past = rows, out.past_key_values
+        turn_cache.sequences, turn_cache.mask = out.sequences.cpu(), torch.cat([mask, gen_mask], dim=1)
+        turn_cache.seen = {r: before + p + ids for r, before, p, ids in zip(rows, seen_before, prompt_ids, real)}
     return texts, lengths
 
 

@@ -160,3 +160,34 @@ def test_finished_evaluations_are_read_back_not_replayed(tmp_path, tiny, monkeyp
     evaluate.evaluate_run(tmp_path / "run", n=2, **kwargs)  # other settings: played again
     evaluate.evaluate_run(tmp_path / "run", n=1, force=True, **kwargs)
     assert played == [2, 1]
+
+
+def test_turn_cache_prefills_only_the_new_tokens_and_changes_none(tiny):
+    """A turn that reuses the last turn's KV cache writes exactly what a fresh prefill writes, also
+    after a conversation left the batch and with replies of unequal length."""
+    from foresight_lite.evaluate import TurnCache, _generate
+
+    model, tokenizer = tiny
+    env = make_env("search", split="eval")
+    conversations = [[{"role": "system", "content": env.system_prompt}, {"role": "user", "content": task.question}]
+                     for task in env.tasks[:3]]
+    # the untrained model's replies start with a space, which `strip` drops, so its text would not
+    # give back its tokens; a forced start keeps them
+    cache, kwargs = TurnCache(), dict(tools=env.tools, temperature=0.0, seed=(0,))
+    for max_new_tokens in (9, 5):  # two turns of history, the second shorter
+        texts, _ = _generate(model, tokenizer, conversations, max_new_tokens=max_new_tokens, turn_cache=cache,
+                             rows=range(len(conversations)), prefixes=["Plan:"] * 3, **kwargs)
+        for conversation, text in zip(conversations, texts):
+            conversation += [{"role": "assistant", "content": text},
+                             {"role": "tool", "name": "search", "content": "[1] Zed Arnow: born 1931."}]
+    rows = [0, 2]  # conversation 1 has ended
+    reused, _ = _generate(model, tokenizer, [conversations[r] for r in rows], max_new_tokens=12, turn_cache=cache,
+                          rows=rows, **kwargs)
+    fresh, _ = _generate(model, tokenizer, [conversations[r] for r in rows], max_new_tokens=12, **kwargs)
+    assert (cache.reuses, cache.refills) == (2, 0)
+    assert reused == fresh
+    # a history that no longer matches what the cache saw is prefilled anew, not misread
+    conversations[0][-1]["content"] = "[1] something else"
+    again, _ = _generate(model, tokenizer, [conversations[0]], max_new_tokens=12, turn_cache=cache, rows=[0], **kwargs)
+    assert cache.refills == 1
+    assert again == _generate(model, tokenizer, [conversations[0]], max_new_tokens=12, **kwargs)[0]
