@@ -10,7 +10,8 @@ peak:     the machine's measured matmul throughput (fp32, bf16), the yardstick f
 train:    stage-2 training of smollm2-135m with the recipe and with one choice changed at a time:
           tokens/s, model FLOP/s as a share of the matmul peak of the weights' dtype (bf16, or fp32
           on a CPU without fast bf16), peak memory (a subprocess each).
-generate: batched against one-episode-at-a-time evaluation (`run_episodes`, greedy) on the same
+generate: one attention layer's decoding step, transformers' sdpa against the grouped one; then
+          batched against one-episode-at-a-time evaluation (`run_episodes`, greedy) on the same
           held-out search tasks: episodes/s and generated tokens/s each way, and the speed-up
           (target: at least 5x). `--model` a trained stage's model folder, `--preset` its preset.
 rl:       stage 3 (FC-RL) with the default recipe, from --model (a finished stage folder, e.g.
@@ -153,11 +154,37 @@ def bench_train() -> None:
               f"5 steps in {r['wall_seconds']:.0f} s")
 
 
+def bench_attention(batch: int = 30, context: int = 1500) -> None:
+    """One decoding step of one SmolLM2-shaped attention layer (9 query heads, 3 key-value heads,
+    head size 64) under a padding mask: transformers' sdpa against the grouped one generation uses."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from foresight_lite.evaluate import _grouped_sdpa
+
+    class Layer(torch.nn.Module):
+        num_key_value_groups, is_causal = 3, True
+
+    query = torch.randn(batch, 9, 1, 64)
+    key, value = torch.randn(batch, 3, context, 64), torch.randn(batch, 3, context, 64)
+    mask = torch.ones(batch, 1, 1, context, dtype=torch.bool)
+    mask[::2, :, :, :context // 10] = False  # left padding in every other row
+    for name, attend in (("transformers sdpa", sdpa_attention_forward), ("grouped sdpa", _grouped_sdpa)):
+        attend(Layer(), query, key, value, mask)
+        start = time.perf_counter()
+        for _ in range(10):
+            attend(Layer(), query, key, value, mask)
+        print(f"generate attention, one layer, {batch} x {context} tokens, {name:17}: "
+              f"{(time.perf_counter() - start) * 100:.1f} ms per decoding step")
+
+
 def bench_generate(model_path: str | None = None, *, preset: str = "smollm2-135m", episodes: int = 16,
                    max_new_tokens: int = 160) -> dict:
     """Episodes per second with all `episodes` in one batch against one episode at a time."""
     from foresight_lite.evaluate import run_episodes
     from foresight_lite.models import load_model
+
+    bench_attention()
 
     model, tokenizer = load_model(preset, path=model_path)
     run_episodes(model, tokenizer, world="search", split="eval", n=2, batch_size=2, max_new_tokens=8,
