@@ -100,9 +100,9 @@ class TurnCache:
 
     A turn's prompt is the last turn's prompt, the reply, the observation and the next header, so
     its key-value cache need not be recomputed: only the new tokens are prefilled, and a long
-    episode no longer re-reads its whole history every turn. Reuse is exact in tokens: a row reuses the cache only when the tokens of its
-    new prompt begin with every token it has already seen; otherwise the batch is prefilled anew
-    (`refills` counts those turns). Padding inside a row (replies of unequal length, new segments
+    episode no longer re-reads its whole history every turn. Reuse is exact in tokens: a row
+    reuses the cache only when the tokens of its new prompt begin with every token it has already
+    seen; otherwise the batch is prefilled anew (`refills` counts those turns). Padding inside a row (replies of unequal length, new segments
     of unequal length) is masked, and position ids follow the mask, as in one fresh prefill."""
 
     def __init__(self):
@@ -195,14 +195,14 @@ def _generate(model, tokenizer, conversations, *, tools, max_new_tokens, tempera
         out = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
                              past_key_values=past, return_dict_in_generate=True, **kwargs)
     generated = out.sequences[:, input_ids.shape[1]:].cpu()
-    texts, lengths, real = [], [], []
+    texts, real = [], []  # real: each row's generated tokens up to and with its end-of-turn token
     for row, prefix in zip(generated, prefixes):
         ids = row.tolist()
         stop = [j for j, t in enumerate(ids) if t in (eos_id, tokenizer.pad_token_id)]
         ids = ids[:stop[0] + 1] if stop else ids
-        lengths.append(len(ids))
         real.append(ids)
         texts.append((prefix + tokenizer.decode(ids, skip_special_tokens=True)).strip())
+    lengths = [len(ids) for ids in real]
     if turn_cache is not None:
         gen_mask = torch.tensor([[1] * n + [0] * (generated.shape[1] - n) for n in lengths], dtype=torch.long)
         turn_cache.rows, turn_cache.past = rows, out.past_key_values
