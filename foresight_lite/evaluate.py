@@ -22,19 +22,16 @@ from __future__ import annotations
 import copy
 import json
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AttentionInterface, AttentionMaskInterface
-from transformers.masking_utils import sdpa_mask
 
 from .envs import MAX_TURNS, make_env
 from .envs.base import stable_hash
 from .format import parse_step
 from .metrics import auroc, brier, ece, mean_at_k, pass_at_k
-from .models import backend_name
+from .models import backend_name, grouped_attention
 from .rewards import score_record  # one definition of grounding, shared with the RL reward
 
 MAX_NEW_TOKENS = 320  # a full foresight step is about 150 tokens; longer output is a runaway
@@ -124,37 +121,6 @@ class TurnCache:
         return new
 
 
-def _grouped_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
-    """transformers' "sdpa" attention, except that grouped-query attention stays grouped under a
-    padding mask. transformers repeats each key-value head for its query heads whenever a mask is
-    present (every batched generation here), so each decoding step copies the whole cache three
-    times over for SmolLM2 (9 query heads, 3 key-value heads); torch's `enable_gqa` reads it in
-    place. Same numbers, far less copying: at 30 conversations of 1,500 tokens one layer's decoding
-    step takes 7.8 ms against 122 ms on a 2-core CPU (`python scripts/benchmark.py generate`)."""
-    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    out = torch.nn.functional.scaled_dot_product_attention(
-        query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling,
-        is_causal=query.shape[2] > 1 and attention_mask is None and causal,
-        enable_gqa=key.shape[1] != query.shape[1])
-    return out.transpose(1, 2).contiguous(), None
-
-
-AttentionInterface.register("grouped_sdpa", _grouped_sdpa)
-AttentionMaskInterface.register("grouped_sdpa", sdpa_mask)
-
-
-@contextmanager
-def _grouped_attention(model):
-    """Generate with `_grouped_sdpa` where the model runs on "sdpa"; restore it afterwards."""
-    before = model.config._attn_implementation
-    if before == "sdpa":
-        model.config._attn_implementation = "grouped_sdpa"
-    try:
-        yield
-    finally:
-        model.config._attn_implementation = before
-
-
 def _left_pad(id_lists, pad_id):
     width = max(len(ids) for ids in id_lists)
     ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in id_lists], dtype=torch.long)
@@ -191,7 +157,7 @@ def _generate(model, tokenizer, conversations, *, tools, max_new_tokens, tempera
         input_ids = torch.cat([turn_cache.sequences[keep], new_ids], dim=1)
         mask = torch.cat([turn_cache.mask[keep], new_mask], dim=1)
         seen_before, fed = [turn_cache.seen[r] for r in rows], new
-    with _grouped_attention(model):
+    with grouped_attention(model):
         out = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
                              past_key_values=past, return_dict_in_generate=True, **kwargs)
     generated = out.sequences[:, input_ids.shape[1]:].cpu()

@@ -191,27 +191,3 @@ def test_turn_cache_prefills_only_the_new_tokens_and_changes_none(tiny):
     again, _ = _generate(model, tokenizer, [conversations[0]], max_new_tokens=12, turn_cache=cache, rows=[0], **kwargs)
     assert cache.refills == 1
     assert again == _generate(model, tokenizer, [conversations[0]], max_new_tokens=12, **kwargs)[0]
-
-
-@pytest.mark.parametrize("q_len, masked", [(1, True), (5, True), (5, False)])
-def test_grouped_sdpa_matches_transformers_sdpa(q_len, masked):
-    """The grouped attention used for generation computes what transformers' sdpa computes."""
-    import torch
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    from foresight_lite.evaluate import _grouped_sdpa
-
-    class Layer(torch.nn.Module):
-        num_key_value_groups, is_causal = 3, True
-
-    torch.manual_seed(0)
-    query, key, value = torch.randn(2, 9, q_len, 16), torch.randn(2, 3, 12, 16), torch.randn(2, 3, 12, 16)
-    mask = None
-    if masked:  # row 0 left-padded by 4, causal over the last q_len positions
-        mask = torch.ones(2, 1, q_len, 12, dtype=torch.bool).tril(diagonal=12 - q_len)
-        mask[0, :, :, :4] = False
-    else:
-        key, value = key[:, :, :q_len], value[:, :, :q_len]
-    ours, _ = _grouped_sdpa(Layer(), query, key, value, mask, scaling=0.25)
-    theirs, _ = sdpa_attention_forward(Layer(), query, key, value, mask, scaling=0.25)
-    assert torch.allclose(ours, theirs, atol=1e-6)

@@ -330,3 +330,39 @@ def test_smollm2_loads_in_float32_where_bf16_is_emulated(monkeypatch, recwarn):
     assert any("loads in float32" in str(w.message) for w in recwarn)
     assert models.preset_dtype(models.PRESETS["tiny"]) == "float32"  # its own
     assert models.preset_dtype(models.PRESETS["qwen-0.5b-t4"]) is None  # a GPU's choice
+
+
+@pytest.mark.parametrize("q_len, masked", [(1, True), (5, True), (5, False)])
+def test_grouped_sdpa_matches_transformers_sdpa(q_len, masked):
+    """The grouped attention used for generation computes what transformers' sdpa computes."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    class Layer(torch.nn.Module):
+        num_key_value_groups, is_causal = 3, True
+
+    torch.manual_seed(0)
+    query, key, value = torch.randn(2, 9, q_len, 16), torch.randn(2, 3, 12, 16), torch.randn(2, 3, 12, 16)
+    mask = None
+    if masked:  # row 0 left-padded by 4, causal over the last q_len positions
+        mask = torch.ones(2, 1, q_len, 12, dtype=torch.bool).tril(diagonal=12 - q_len)
+        mask[0, :, :, :4] = False
+    else:
+        key, value = key[:, :, :q_len], value[:, :, :q_len]
+    ours, _ = models.grouped_sdpa(Layer(), query, key, value, mask, scaling=0.25)
+    theirs, _ = sdpa_attention_forward(Layer(), query, key, value, mask, scaling=0.25)
+    assert torch.allclose(ours, theirs, atol=1e-6)
+
+
+def test_grouped_attention_swaps_sdpa_only_and_always_restores(tiny):
+    model, _ = tiny
+    assert model.config._attn_implementation == "sdpa"
+    with pytest.raises(RuntimeError), models.grouped_attention(model):
+        assert model.config._attn_implementation == "grouped_sdpa"
+        raise RuntimeError("a failed generation")
+    assert model.config._attn_implementation == "sdpa"
+    model.config._attn_implementation = "eager"  # e.g. a model that asked for eager: left alone
+    try:
+        with models.grouped_attention(model):
+            assert model.config._attn_implementation == "eager"
+    finally:
+        model.config._attn_implementation = "sdpa"
