@@ -160,7 +160,7 @@ def bench_attention(batch: int = 30, context: int = 1500) -> None:
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from foresight_lite.evaluate import _grouped_sdpa
+    from foresight_lite.models import grouped_sdpa
 
     class Layer(torch.nn.Module):
         num_key_value_groups, is_causal = 3, True
@@ -169,7 +169,7 @@ def bench_attention(batch: int = 30, context: int = 1500) -> None:
     key, value = torch.randn(batch, 3, context, 64), torch.randn(batch, 3, context, 64)
     mask = torch.ones(batch, 1, 1, context, dtype=torch.bool)
     mask[::2, :, :, :context // 10] = False  # left padding in every other row
-    for name, attend in (("transformers sdpa", sdpa_attention_forward), ("grouped sdpa", _grouped_sdpa)):
+    for name, attend in (("transformers sdpa", sdpa_attention_forward), ("grouped sdpa", grouped_sdpa)):
         attend(Layer(), query, key, value, mask)
         start = time.perf_counter()
         for _ in range(10):
@@ -217,11 +217,15 @@ seconds = time.perf_counter() - start
 settings = json.loads((out / "stage.json").read_text())["grpo_config"]
 rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if '"step_time"' in l]
 steps = len(rows)
-episodes = steps * settings["per_device_train_batch_size"] * settings["gradient_accumulation_steps"]
+per_step = settings["per_device_train_batch_size"] * settings["gradient_accumulation_steps"]
+episodes = steps * per_step
 train_seconds = sum(r["step_time"] for r in rows)
+generate_seconds = sum(r.get("time/generate", 0.0) for r in rows)
 print(json.dumps({"seconds": seconds, "steps": steps, "episodes": episodes, "train_seconds": train_seconds,
                   "episodes_per_second": episodes / train_seconds,
-                  "generate_share": sum(r.get("time/generate", 0.0) for r in rows) / train_seconds,
+                  "generate_share": generate_seconds / train_seconds,
+                  "generated_tokens_per_second": sum(r["completions/mean_length"] * per_step for r in rows)
+                  / max(generate_seconds, 1e-9),
                   "tokens_per_episode": sum(r["completions/mean_length"] for r in rows) / steps,
                   "success": [r["reward/success"] for r in rows], "calib": [r["reward/calib"] for r in rows],
                   "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}))
@@ -241,7 +245,8 @@ def bench_rl(model_path: str | None = None, preset: str = "smollm2-135m", smoke:
             continue
         r = json.loads(result.stdout.strip().splitlines()[-1])
         print(f"rl      {preset} {method}: {r['seconds']:.0f} s in all, {r['steps']} steps, {r['episodes']} episodes, "
-              f"{r['episodes_per_second']:.2f} episodes/s, {r['generate_share']:.0%} of step time generating, "
+              f"{r['episodes_per_second']:.3f} episodes/s, {r['generate_share']:.0%} of step time generating "
+              f"({r['generated_tokens_per_second']:.1f} completion tokens/s, observations included), "
               f"{r['tokens_per_episode']:.0f} completion tokens/episode, peak memory {r['peak_gb']:.1f} GB")
         print(f"rl      success per step {[round(x, 2) for x in r['success']]}, "
               f"calibration reward per step {[round(x, 2) for x in r['calib']]}")

@@ -1,4 +1,4 @@
-"""The batched-evaluation benchmark runs on the tiny preset and prints both figures and the speed-up."""
+"""The benchmark script on the tiny preset: batched evaluation (figures and speed-up) and the RL section."""
 
 import re
 import subprocess
@@ -19,3 +19,12 @@ def test_generate_benchmark_on_tiny():
     assert re.search(r"generate tiny batch   1: 4 episodes .* episodes/s", out)
     assert re.search(r"generate tiny batch   4: 4 episodes .* episodes/s", out)
     assert re.search(r"batched speed-up: \d+\.\dx", out)
+
+
+@pytest.mark.slow
+def test_rl_benchmark_on_tiny_smoke():
+    out = subprocess.run([sys.executable, str(ROOT / "scripts/benchmark.py"), "rl", "--preset", "tiny", "--smoke"],
+                         capture_output=True, text=True, check=True).stdout
+    assert re.search(r"rl      tiny fc_rl: \d+ s in all, 2 steps, 8 episodes, \d+\.\d+ episodes/s, \d+% of step time "
+                     r"generating \(\d+\.\d completion tokens/s", out), out
+    assert re.search(r"success per step \[[\d., ]+\], calibration reward per step \[[-\d., ]+\]", out), out
