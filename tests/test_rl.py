@@ -5,6 +5,7 @@ import json
 import shutil
 
 import pytest
+from transformers import AttentionInterface
 from trl import GRPOConfig
 
 from foresight_lite.cli import main
@@ -149,8 +150,15 @@ def test_fc_rl_runs_whole_multi_turn_episodes_with_span_credit(tmp_path, monkeyp
 
 
 @pytest.mark.parametrize("method", ["rl", "fc_rl"])
-def test_smoke_run_of_each_arm(tmp_path, method):
+def test_smoke_run_of_each_arm(tmp_path, method, monkeypatch):
+    calls = {"sdpa": 0, "grouped_sdpa": 0}
+    for name in calls:  # count which attention runs: grouped for TRL's generation, sdpa for the loss
+        def counted(*args, _name=name, _attend=AttentionInterface._global_mapping[name], **kwargs):
+            calls[_name] += 1
+            return _attend(*args, **kwargs)
+        monkeypatch.setitem(AttentionInterface._global_mapping, name, counted)
     out = train_rl(tmp_path / method, method=method, **TINY)
+    assert calls["grouped_sdpa"] > 0 and calls["sdpa"] > 0
     settings = json.loads((out / "stage.json").read_text())
     done = json.loads((out / "complete.json").read_text())
     assert settings["method"] == method and settings["span_credit"] == (method == "fc_rl")

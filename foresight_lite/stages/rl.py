@@ -37,7 +37,7 @@ from ..envs.base import Task
 from ..envs.math import CALCULATOR_TOOL
 from ..envs.search import SEARCH_TOOL
 from ..format import parse_step
-from ..models import add_lora, load_model, stage_settings
+from ..models import add_lora, grouped_attention, load_model, stage_settings
 from .common import MetricsLog, is_complete, require_stage, stage_dir, train_with_resume, write_json
 
 METHODS = ("rl", "fc_rl")
@@ -191,7 +191,8 @@ class SpanCreditGRPOTrainer(GRPOTrainer):
 
     def _generate(self, prompts):
         started = time.perf_counter()
-        out = super()._generate(prompts)
+        with grouped_attention(self.model):  # as in evaluation: the KV cache is read in place, not copied
+            out = super()._generate(prompts)
         mode = "train" if self.model.training else "eval"
         self._metrics[mode]["time/generate"].append(time.perf_counter() - started)
         return out
