@@ -120,6 +120,19 @@ class TurnCache:
         self.reuses += 1
         return new
 
+    def match(self, prompt_ids) -> list[int]:
+        """Keys for prompts that come without them (TRL's tool loop passes only token lists): each
+        prompt takes a cached row whose seen tokens begin it; if one has none, the keys 0..n-1,
+        which `segments` then rejects or accepts by the same exact check."""
+        free, keys = list(self.rows), []
+        for ids in prompt_ids:
+            row = next((r for r in free if ids[:len(self.seen[r])] == self.seen[r]), None)
+            if row is None:
+                return list(range(len(prompt_ids)))
+            free.remove(row)
+            keys.append(row)
+        return keys
+
 
 def _left_pad(id_lists, pad_id):
     width = max(len(ids) for ids in id_lists)
@@ -128,7 +141,6 @@ def _left_pad(id_lists, pad_id):
     return ids, mask
 
 
-@torch.no_grad()
 def _generate(model, tokenizer, conversations, *, tools, max_new_tokens, temperature, seed, prefixes=None,
               turn_cache: TurnCache | None = None, rows=None):
     """One assistant turn per conversation; `prefixes` (optional) force the start of each turn and
@@ -144,37 +156,48 @@ def _generate(model, tokenizer, conversations, *, tools, max_new_tokens, tempera
     if temperature > 0:
         torch.manual_seed(stable_hash(*seed) % 2**31)
         kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
-    rows = list(range(len(conversations))) if rows is None else list(rows)
+    replies = generate_ids(model, prompt_ids, pad_id=tokenizer.pad_token_id, stop_ids=(eos_id, tokenizer.pad_token_id),
+                           turn_cache=turn_cache, rows=rows, **kwargs)
+    texts = [(prefix + tokenizer.decode(ids, skip_special_tokens=True)).strip() for ids, prefix in zip(replies, prefixes)]
+    return texts, [len(ids) for ids in replies]
+
+
+@torch.no_grad()
+def generate_ids(model, prompt_ids: list[list[int]], *, pad_id: int, stop_ids, turn_cache: TurnCache | None = None,
+                 rows=None, **generate_kwargs) -> list[list[int]]:
+    """Each prompt's generated tokens, up to and with the first of `stop_ids`: one batched
+    `model.generate` (with `generate_kwargs`) under the grouped attention. With `turn_cache` (and
+    `rows`, each prompt's key in it) only the tokens the cache has not seen are prefilled. Shared by
+    evaluation and by RL's rollouts (`stages.rl`)."""
+    rows = list(range(len(prompt_ids))) if rows is None else list(rows)
     new = turn_cache.segments(rows, prompt_ids) if turn_cache is not None else None
     if new is None:  # a fresh prefill of every prompt, left-padded so generation continues on the right
-        input_ids, mask = _left_pad(prompt_ids, tokenizer.pad_token_id)
+        input_ids, mask = _left_pad(prompt_ids, pad_id)
         past, seen_before, fed = None, [[] for _ in rows], prompt_ids
     else:
         keep = torch.tensor([turn_cache.rows.index(r) for r in rows])
         past = turn_cache.past
         past.batch_select_indices(keep.to(model.device))
-        new_ids, new_mask = _left_pad(new, tokenizer.pad_token_id)
+        new_ids, new_mask = _left_pad(new, pad_id)
         input_ids = torch.cat([turn_cache.sequences[keep], new_ids], dim=1)
         mask = torch.cat([turn_cache.mask[keep], new_mask], dim=1)
         seen_before, fed = [turn_cache.seen[r] for r in rows], new
     with grouped_attention(model):
         out = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
-                             past_key_values=past, return_dict_in_generate=True, **kwargs)
+                             past_key_values=past, return_dict_in_generate=True, **generate_kwargs)
     generated = out.sequences[:, input_ids.shape[1]:].cpu()
-    texts, real = [], []  # real: each row's generated tokens up to and with its end-of-turn token
-    for row, prefix in zip(generated, prefixes):
+    replies = []
+    for row in generated:
         ids = row.tolist()
-        stop = [j for j, t in enumerate(ids) if t in (eos_id, tokenizer.pad_token_id)]
-        ids = ids[:stop[0] + 1] if stop else ids
-        real.append(ids)
-        texts.append((prefix + tokenizer.decode(ids, skip_special_tokens=True)).strip())
-    lengths = [len(ids) for ids in real]
+        stop = [j for j, t in enumerate(ids) if t in stop_ids]
+        replies.append(ids[:stop[0] + 1] if stop else ids)
     if turn_cache is not None:
+        lengths = [len(ids) for ids in replies]
         gen_mask = torch.tensor([[1] * n + [0] * (generated.shape[1] - n) for n in lengths], dtype=torch.long)
         turn_cache.rows, turn_cache.past = rows, out.past_key_values
         turn_cache.sequences, turn_cache.mask = out.sequences.cpu(), torch.cat([mask, gen_mask], dim=1)
-        turn_cache.seen = {r: before + f + ids for r, before, f, ids in zip(rows, seen_before, fed, real)}
-    return texts, lengths
+        turn_cache.seen = {r: before + f + ids for r, before, f, ids in zip(rows, seen_before, fed, replies)}
+    return replies
 
 
 def _advance(env, record, text, n_tokens, layout, truncated):

@@ -162,6 +162,20 @@ def test_finished_evaluations_are_read_back_not_replayed(tmp_path, tiny, monkeyp
     assert played == [2, 1]
 
 
+def test_turn_cache_matches_unnumbered_prompts_to_the_rows_they_continue():
+    from foresight_lite.evaluate import TurnCache
+
+    cache = TurnCache()
+    assert cache.match([[1, 2], [3]]) == [0, 1]  # nothing cached yet: fresh keys
+    cache.rows, cache.seen, cache.past = [0, 1, 2], {0: [1, 2], 1: [1, 2], 2: [5, 6]}, object()
+    # a row that left, the rest in another order; two rows with the same history each take one
+    assert cache.match([[5, 6, 7], [1, 2, 9], [1, 2, 8]]) == [2, 0, 1]
+    assert cache.segments([2, 0, 1], [[5, 6, 7], [1, 2, 9], [1, 2, 8]]) == [[7], [9], [8]]
+    # a prompt that continues no row: keys 0..n-1, which the exact check then refuses
+    keys = cache.match([[1, 2, 3], [4]])
+    assert keys == [0, 1] and cache.segments(keys, [[1, 2, 3], [4]]) is None and cache.refills == 1
+
+
 def test_turn_cache_prefills_only_the_new_tokens_and_changes_none(tiny):
     """A turn that reuses the last turn's KV cache writes exactly what a fresh prefill writes, also
     after a conversation left the batch and with replies of unequal length."""

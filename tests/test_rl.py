@@ -10,6 +10,7 @@ from trl import GRPOConfig
 
 from foresight_lite.cli import main
 from foresight_lite.envs import make_env
+from foresight_lite.evaluate import TurnCache
 from foresight_lite.models import load_model
 from foresight_lite.stages.common import StageMissing
 from foresight_lite.stages.rl import (SearchTools, SpanCreditGRPOTrainer, environment_factories, group_normalize,
@@ -167,7 +168,8 @@ def test_smoke_run_of_each_arm(tmp_path, method, monkeypatch):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     logged = [r for r in rows if "loss" in r]
     assert [r["step"] for r in logged] == [1, 2]
-    for key in ("reward/success", "reward/calib", "reward/ground", "reward/format", "time/generate"):
+    for key in ("reward/success", "reward/calib", "reward/ground", "reward/format", "time/generate",
+                "generate/turns_from_cache"):
         assert all(key in r for r in logged), key
     before = (out / "complete.json").read_text()
     train_rl(tmp_path / method, method=method, **TINY)  # finished: not retrained
@@ -251,3 +253,34 @@ def test_episode_tokens_match_what_the_labeller_reads(tokenizer):
     assert any(label[1] for label in labels if label) and not all(label[1] for label in labels if label)
     page = credit_html(tokenizer, ids, labels, [1.0 if m else 0.0 for m in mask])
     assert "border-bottom" in page and example["gold"] in page
+
+
+def test_rollout_turns_reuse_the_kv_cache_and_generate_what_trl_generates(tmp_path):
+    """Greedy, so both paths must agree token for token: a second turn built as TRL's tool loop
+    builds it (prompt + reply + tool turn) prefills only the tool turn, and writes what TRL's own
+    fresh generation writes; a batch whose histories changed is prefilled afresh."""
+    from trl import GRPOTrainer
+
+    from foresight_lite import rewards
+    model, tokenizer = load_model("tiny")
+    reward_funcs, weights = rewards.reward_functions(("success", "format"))
+    config = GRPOConfig(output_dir=str(tmp_path), num_generations=2, per_device_train_batch_size=2,
+                        max_completion_length=64, generation_kwargs={"max_new_tokens": 12, "do_sample": False},
+                        report_to="none", bf16=False, dataloader_pin_memory=False, reward_weights=weights)
+    trainer = SpanCreditGRPOTrainer(model=model, reward_funcs=reward_funcs, args=config, processing_class=tokenizer,
+                                    train_dataset=rl_dataset(("search",), seed=0, n_prompts=2))
+    env = make_env("search", split="rl")
+    first = [tokenizer.apply_chat_template([{"role": "user", "content": t.question}], add_generation_prompt=True)
+             for t in env.tasks[:3]]
+    first = [ids if isinstance(ids, list) else ids["input_ids"] for ids in first]
+    trainer._turn_cache = TurnCache()
+    replies, _ = trainer._generate_single_turn(first, None, {}, 1)
+    assert replies == GRPOTrainer._generate_single_turn(trainer, first, None, {}, 1)[0]
+    tool_turn = tokenizer("\n<|im_start|>tool\n[1] Pozan was born in Velmora.<|im_end|>\n<|im_start|>assistant\n",
+                          add_special_tokens=False).input_ids
+    second = [first[i] + replies[i] + tool_turn for i in (2, 0)]  # one episode ended; the order is TRL's
+    again, _ = trainer._generate_single_turn(second, None, {}, 1)
+    assert trainer._turn_cache.reuses == 1 and trainer._turn_cache.refills == 0
+    assert again == GRPOTrainer._generate_single_turn(trainer, second, None, {}, 1)[0]
+    trainer._generate_single_turn([first[0] + tool_turn], None, {}, 1)  # not a continuation
+    assert trainer._turn_cache.reuses == 1

@@ -5,6 +5,8 @@ episodes (`environment_factory`): the model writes a step, TRL parses its Hermes
 calls the world's tool (`SearchTools.search`, `CalculatorTools.calculator`), appends the
 observation as a tool turn (masked out of the loss) and lets the model continue, until a turn
 without a tool call (our `<answer>...</answer>`) or the turn cap. `rewards.py` scores the episodes.
+Generation is TRL's except that a round keeps its KV cache from turn to turn and reads it with
+the grouped attention (`SpanCreditGRPOTrainer._generate_single_turn`), as evaluation does.
 Arms:
   rl      outcome reward only: R_E = success + 0.1 * format, one advantage for every token.
   fc_rl   FC-RL, the paper's span-level credit (`SpanCreditGRPOTrainer`): world-model-span tokens
@@ -30,6 +32,7 @@ from pathlib import Path
 import torch
 from datasets import concatenate_datasets
 from trl import GRPOConfig, GRPOTrainer
+from trl.models.utils import unwrap_model_for_generation
 
 from .. import corpora, rewards
 from ..envs import MAX_TURNS, Action, Env, make_env
@@ -37,7 +40,8 @@ from ..envs.base import Task
 from ..envs.math import CALCULATOR_TOOL
 from ..envs.search import SEARCH_TOOL
 from ..format import parse_step
-from ..models import add_lora, grouped_attention, load_model, stage_settings
+from ..evaluate import TurnCache, generate_ids
+from ..models import add_lora, backend_name, load_model, stage_settings
 from .common import MetricsLog, is_complete, require_stage, stage_dir, train_with_resume, write_json
 
 METHODS = ("rl", "fc_rl")
@@ -191,11 +195,32 @@ class SpanCreditGRPOTrainer(GRPOTrainer):
 
     def _generate(self, prompts):
         started = time.perf_counter()
-        with grouped_attention(self.model):  # as in evaluation: the KV cache is read in place, not copied
-            out = super()._generate(prompts)
+        self._turn_cache = TurnCache()  # one per round of episodes
+        out = super()._generate(prompts)
         mode = "train" if self.model.training else "eval"
         self._metrics[mode]["time/generate"].append(time.perf_counter() - started)
+        self._metrics[mode]["generate/turns_from_cache"].append(self._turn_cache.reuses)
+        self._turn_cache = None  # its KV cache would otherwise stay in memory through the loss pass
         return out
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        """TRL's transformers path, but each round keeps its KV cache from turn to turn, as evaluation
+        does: TRL's next prompt is the last prompt + the reply + the tool turn, so only the tool turn
+        is prefilled, not the whole history (`evaluate.generate_ids`). vLLM, images and Unsloth's
+        patched generation (as in evaluation, not tried with a reused cache) go to TRL's own."""
+        if (self.use_vllm or self.use_transformers_continuous_batching or multimodal_fields
+                or (images is not None and any(images)) or backend_name() == "unsloth"):
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 has_tool_images)
+        cache = getattr(self, "_turn_cache", None) or TurnCache()
+        with (unwrap_model_for_generation(self.model_wrapped, self.accelerator,
+                                          gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                                          generation_kwargs=self.generation_kwargs) as model,
+              torch.no_grad(), self._dist.summon_full_params(self.model_wrapped, recurse=False)):
+            replies = generate_ids(model, prompt_ids, pad_id=self._tokenizer.pad_token_id, stop_ids=self.eos_token_ids,
+                                   turn_cache=cache, rows=cache.match(prompt_ids),
+                                   generation_config=self.generation_config)
+        return replies, None
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         self._episodes = [rewards.score_completion(p, c, gold=x["answer"], world=x.get("world", "search"),
