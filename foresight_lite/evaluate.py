@@ -99,8 +99,9 @@ class TurnCache:
     its key-value cache need not be recomputed: only the new tokens are prefilled, and a long
     episode no longer re-reads its whole history every turn. Reuse is exact in tokens: a row
     reuses the cache only when the tokens of its new prompt begin with every token it has already
-    seen; otherwise the batch is prefilled anew (`refills` counts those turns). Padding inside a row (replies of unequal length, new segments
-    of unequal length) is masked, and position ids follow the mask, as in one fresh prefill."""
+    seen; otherwise the batch is prefilled anew (`refills` counts those turns). Padding inside a
+    row (replies of unequal length, new segments of unequal length) is masked, and position ids
+    follow the mask, as in one fresh prefill."""
 
     def __init__(self):
         self.rows, self.seen, self.sequences, self.mask, self.past = [], {}, None, None, None

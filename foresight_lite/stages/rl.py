@@ -192,6 +192,7 @@ class SpanCreditGRPOTrainer(GRPOTrainer):
         self.span_credit, self.layout = span_credit, layout
         self.policy_confidence_weight = dict(policy_confidence_weight or POLICY_CONFIDENCE_WEIGHT)
         self._episodes: list[rewards.EpisodeScore] = []
+        self._turn_cache: TurnCache | None = None  # set for each round of episodes by `_generate`
 
     def _generate(self, prompts):
         started = time.perf_counter()
@@ -212,11 +213,11 @@ class SpanCreditGRPOTrainer(GRPOTrainer):
                 or (images is not None and any(images)) or backend_name() == "unsloth"):
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
                                                  has_tool_images)
-        cache = getattr(self, "_turn_cache", None) or TurnCache()
+        cache = self._turn_cache or TurnCache()  # outside `_generate`: nothing to reuse
         with (unwrap_model_for_generation(self.model_wrapped, self.accelerator,
                                           gather_deepspeed3_params=self.args.ds3_gather_for_generation,
                                           generation_kwargs=self.generation_kwargs) as model,
-              torch.no_grad(), self._dist.summon_full_params(self.model_wrapped, recurse=False)):
+              self._dist.summon_full_params(self.model_wrapped, recurse=False)):  # generate_ids is no_grad
             replies = generate_ids(model, prompt_ids, pad_id=self._tokenizer.pad_token_id, stop_ids=self.eos_token_ids,
                                    turn_cache=cache, rows=cache.match(prompt_ids),
                                    generation_config=self.generation_config)
