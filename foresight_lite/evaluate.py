@@ -7,7 +7,8 @@ reads it, the tool call goes to the real world and its observation comes back as
 `samples=k` episodes per task at a temperature above 0, mean@k and pass@k), format adherence,
 keyword grounding, Brier / ECE / AUROC of the confidence, tokens per episode.
 Each batch keeps its KV cache from turn to turn (`TurnCache`), so a turn prefills only the
-reply's end, the observation and the next header, not the whole history again.
+reply's end, the observation and the next header, not the whole history again; the cache grows
+in place (`models.GrowingCache`) instead of being copied at every decoding step.
 Why: every stage is judged by what the model does in the world, not by its loss.
 How: `python -m foresight_lite evaluate RUN_DIR` (see cli.py), or from Python as above.
 
@@ -31,7 +32,7 @@ from .envs import MAX_TURNS, make_env
 from .envs.base import stable_hash
 from .format import parse_step
 from .metrics import auroc, brier, ece, mean_at_k, pass_at_k
-from .models import backend_name, grouped_attention
+from .models import GrowingCache, backend_name, grouped_attention
 from .rewards import score_record  # one definition of grounding, shared with the RL reward
 
 MAX_NEW_TOKENS = 320  # a full foresight step is about 150 tokens; longer output is a runaway
@@ -167,14 +168,15 @@ def _generate(model, tokenizer, conversations, *, tools, max_new_tokens, tempera
 def generate_ids(model, prompt_ids: list[list[int]], *, pad_id: int, stop_ids, turn_cache: TurnCache | None = None,
                  rows=None, **generate_kwargs) -> list[list[int]]:
     """Each prompt's generated tokens, up to and with the first of `stop_ids`: one batched
-    `model.generate` (with `generate_kwargs`) under the grouped attention. With `turn_cache` (and
-    `rows`, each prompt's key in it) only the tokens the cache has not seen are prefilled. Shared by
-    evaluation and by RL's rollouts (`stages.rl`)."""
+    `model.generate` (with `generate_kwargs`) under the grouped attention, into a `GrowingCache`.
+    With `turn_cache` (and `rows`, each prompt's key in it) only the tokens the cache has not seen
+    are prefilled. Shared by evaluation and by RL's rollouts (`stages.rl`)."""
     rows = list(range(len(prompt_ids))) if rows is None else list(rows)
     new = turn_cache.segments(rows, prompt_ids) if turn_cache is not None else None
     if new is None:  # a fresh prefill of every prompt, left-padded so generation continues on the right
         input_ids, mask = _left_pad(prompt_ids, pad_id)
-        past, seen_before, fed = None, [[] for _ in rows], prompt_ids
+        past = GrowingCache() if backend_name() != "unsloth" else None  # Unsloth's generate keeps its own
+        seen_before, fed = [[] for _ in rows], prompt_ids
     else:
         keep = torch.tensor([turn_cache.rows.index(r) for r in rows])
         past = turn_cache.past

@@ -366,3 +366,47 @@ def test_grouped_attention_swaps_sdpa_only_and_always_restores(tiny):
             assert model.config._attn_implementation == "eager"
     finally:
         model.config._attn_implementation = "sdpa"
+
+
+def test_growing_layer_holds_what_the_dynamic_layer_holds_without_copying_each_step():
+    """Prefill, decoding steps, a row leaving, a crop: the same keys and values as transformers'
+    DynamicLayer; a decoding step with room left writes into the same buffer (no copy)."""
+    from transformers.cache_utils import DynamicLayer
+
+    torch.manual_seed(0)
+    ours, theirs = models.GrowingLayer(), DynamicLayer()
+
+    def step(n, rows=3):
+        keys, values = torch.randn(rows, 2, n, 4), torch.randn(rows, 2, n, 4)
+        got, want = ours.update(keys, values), theirs.update(keys, values)
+        assert all(torch.equal(g, w) for g, w in zip(got, want))
+
+    step(10)  # prefill: 10 tokens, room for 10 + 10 // 4 + 64
+    buffer = ours._key_buffer
+    for _ in range(5):
+        step(1)
+    assert ours._key_buffer.data_ptr() == buffer.data_ptr() and ours.get_seq_length() == 15
+    for layer in (ours, theirs):
+        layer.batch_select_indices(torch.tensor([2, 0]))
+    step(1, rows=2)
+    assert ours._key_buffer.shape[0] == 2  # the buffer itself shrank: the old one can be freed
+    step(70, rows=2)  # past the room: grown once, contents kept
+    assert ours._key_buffer.shape[-2] >= 86
+    for layer in (ours, theirs):
+        layer.crop(-6)
+    step(1, rows=2)
+    assert ours.get_seq_length() == theirs.get_seq_length() == 81
+
+
+def test_generation_into_a_growing_cache_writes_the_same_tokens(tiny):
+    model, tokenizer = tiny
+    model.eval()
+    ids = tokenizer(["Where was Pozan Zokesshi born?", "search"], padding=True, padding_side="left",
+                    return_tensors="pt")
+    kwargs = dict(**ids, max_new_tokens=20, min_new_tokens=20, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    with torch.no_grad():
+        plain = model.generate(**kwargs)
+        cache = models.GrowingCache()
+        grown = model.generate(**kwargs, past_key_values=cache)
+    assert torch.equal(plain, grown)
+    assert isinstance(cache.layers[0], models.GrowingLayer)
