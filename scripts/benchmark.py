@@ -10,7 +10,8 @@ peak:     the machine's measured matmul throughput (fp32, bf16), the yardstick f
 train:    stage-2 training of smollm2-135m with the recipe and with one choice changed at a time:
           tokens/s, model FLOP/s as a share of the matmul peak of the weights' dtype (bf16, or fp32
           on a CPU without fast bf16), peak memory (a subprocess each).
-generate: one attention layer's decoding step, transformers' sdpa against the grouped one; then
+generate: one attention layer's decoding step, transformers' sdpa against the grouped one; one
+          step's KV-cache writes, transformers' concatenating cache against the growing one; then
           batched against one-episode-at-a-time evaluation (`run_episodes`, greedy) on the same
           held-out search tasks: episodes/s and generated tokens/s each way, and the speed-up
           (target: at least 5x). `--model` a trained stage's model folder, `--preset` its preset.
@@ -178,6 +179,28 @@ def bench_attention(batch: int = 30, context: int = 1500) -> None:
               f"{(time.perf_counter() - start) * 100:.1f} ms per decoding step")
 
 
+def bench_cache(batch: int = 8, context: int = 700, layers: int = 30) -> None:
+    """One decoding step's KV-cache writes for SmolLM2's 30 layers (3 key-value heads, head size 64):
+    transformers' DynamicLayer, which concatenates the whole cache, against the GrowingLayer
+    generation uses, which writes into spare room."""
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    from foresight_lite.models import GrowingLayer
+
+    for name, kind in (("transformers dynamic", DynamicLayer), ("growing", GrowingLayer)):
+        cache = [kind() for _ in range(layers)]
+        for layer in cache:
+            layer.update(torch.randn(batch, 3, context, 64), torch.randn(batch, 3, context, 64))
+        token = torch.randn(batch, 3, 1, 64)
+        start = time.perf_counter()
+        for _ in range(10):
+            for layer in cache:
+                layer.update(token, token)
+        print(f"generate KV cache, {layers} layers, {batch} x {context} tokens, {name:20}: "
+              f"{(time.perf_counter() - start) * 100:.1f} ms per decoding step")
+
+
 def bench_generate(model_path: str | None = None, *, preset: str = "smollm2-135m", episodes: int = 16,
                    max_new_tokens: int = 160) -> dict:
     """Episodes per second with all `episodes` in one batch against one episode at a time."""
@@ -185,6 +208,7 @@ def bench_generate(model_path: str | None = None, *, preset: str = "smollm2-135m
     from foresight_lite.models import load_model
 
     bench_attention()
+    bench_cache()
 
     model, tokenizer = load_model(preset, path=model_path)
     run_episodes(model, tokenizer, world="search", split="eval", n=2, batch_size=2, max_new_tokens=8,

@@ -16,6 +16,7 @@ def test_generate_benchmark_on_tiny():
                           "--episodes", "4", "--max-new-tokens", "8"], capture_output=True, text=True, check=True).stdout
     assert re.search(r"transformers sdpa\s*: \d+\.\d ms per decoding step", out)
     assert re.search(r"grouped sdpa\s*: \d+\.\d ms per decoding step", out)
+    assert re.search(r"KV cache, 30 layers, 8 x 700 tokens, growing\s*: \d+\.\d ms per decoding step", out)
     assert re.search(r"generate tiny batch   1: 4 episodes .* episodes/s", out)
     assert re.search(r"generate tiny batch   4: 4 episodes .* episodes/s", out)
     assert re.search(r"batched speed-up: \d+\.\dx", out)
