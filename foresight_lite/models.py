@@ -557,9 +557,10 @@ class GrowingLayer(DynamicLayer):
 class GrowingCache(DynamicCache):
     """transformers' `DynamicCache` built of `GrowingLayer`s: pass `past_key_values=GrowingCache()`
     to `model.generate`. The same tokens; on a 2-core CPU with SmolLM2 in fp32 a decoding step of
-    8 rows x 700 tokens took 142-221 ms against ~315, but whole RL rollouts gained only ~1.1x
-    (262-265 s against 287-292 s per update) and evaluation nothing measurable: its contexts are
-    shorter, and the matmuls dominate (docs/experiments.md, section 5)."""
+    8 rows x 700 tokens took 142-221 ms against ~315; whole RL rollouts gained ~1.1x (262-265 s
+    against 287-292 s per update), evaluating FE-SFT on math, the longest contexts, 1.23x, and
+    shorter evaluations nothing measurable: there the matmuls dominate (docs/experiments.md,
+    section 5)."""
 
     def __init__(self):
         super().__init__()
