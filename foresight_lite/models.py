@@ -529,11 +529,7 @@ class GrowingLayer(DynamicLayer):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         length, new = self.get_seq_length(), key_states.shape[-2]
-        buffer = getattr(self, "_key_buffer", None)
-        # anything that replaced `keys` (beam reordering, repeat_interleave) is copied into a new buffer
-        ours = (buffer is not None and self.keys.data_ptr() == buffer.data_ptr()
-                and self.keys.shape[0] == buffer.shape[0] and self.keys.stride() == buffer.stride())
-        if not ours or length + new > buffer.shape[-2]:
+        if not self._in_buffer() or length + new > self._key_buffer.shape[-2]:
             room = length + new + (length + new) // 4 + 64
             shape = (*key_states.shape[:-2], room, key_states.shape[-1])
             keys, values = key_states.new_empty(shape), value_states.new_empty(shape)
@@ -546,12 +542,20 @@ class GrowingLayer(DynamicLayer):
         self.values = self._value_buffer[..., :length + new, :]
         return self.keys, self.values
 
+    def _in_buffer(self) -> bool:
+        """Whether `keys` is still a view of our buffer; anything that replaced it (beam reordering,
+        repeat_interleave) is copied into a new buffer at the next update."""
+        buffer = getattr(self, "_key_buffer", None)
+        return (buffer is not None and self.keys.data_ptr() == buffer.data_ptr()
+                and self.keys.shape[0] == buffer.shape[0] and self.keys.stride() == buffer.stride())
+
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         """Keep rows `indices` (a batch whose episodes ended): select the buffers, so the old ones are freed."""
-        if self.get_seq_length() > 0:
-            length = self.get_seq_length()
-            self._key_buffer, self._value_buffer = self._key_buffer[indices], self._value_buffer[indices]
-            self.keys, self.values = self._key_buffer[..., :length, :], self._value_buffer[..., :length, :]
+        length = self.get_seq_length()
+        if length == 0 or not self._in_buffer():
+            return super().batch_select_indices(indices)
+        self._key_buffer, self._value_buffer = self._key_buffer[indices], self._value_buffer[indices]
+        self.keys, self.values = self._key_buffer[..., :length, :], self._value_buffer[..., :length, :]
 
 
 class GrowingCache(DynamicCache):

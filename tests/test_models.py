@@ -369,8 +369,8 @@ def test_grouped_attention_swaps_sdpa_only_and_always_restores(tiny):
 
 
 def test_growing_layer_holds_what_the_dynamic_layer_holds_without_copying_each_step():
-    """Prefill, decoding steps, a row leaving, a crop: the same keys and values as transformers'
-    DynamicLayer; a decoding step with room left writes into the same buffer (no copy)."""
+    """Prefill, decoding steps, a row leaving, a crop, a reordering: the same keys and values as
+    transformers' DynamicLayer; a decoding step with room left writes into the same buffer (no copy)."""
     from transformers.cache_utils import DynamicLayer
 
     torch.manual_seed(0)
@@ -396,6 +396,10 @@ def test_growing_layer_holds_what_the_dynamic_layer_holds_without_copying_each_s
         layer.crop(-6)
     step(1, rows=2)
     assert ours.get_seq_length() == theirs.get_seq_length() == 81
+    for layer in (ours, theirs):  # replaced from outside (beam search), then a row leaves
+        layer.reorder_cache(torch.tensor([1, 0]))
+        layer.batch_select_indices(torch.tensor([1]))
+    step(1, rows=1)
 
 
 def test_generation_into_a_growing_cache_writes_the_same_tokens(tiny):
