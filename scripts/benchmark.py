@@ -11,8 +11,9 @@ train:    stage-2 training of smollm2-135m with the recipe and with one choice c
           tokens/s, model FLOP/s as a share of the matmul peak of the weights' dtype (bf16, or fp32
           on a CPU without fast bf16), peak memory (a subprocess each).
 generate: one attention layer's decoding step, transformers' sdpa against the grouped one; one
-          step's KV-cache writes, transformers' concatenating cache against the growing one; then
-          batched against one-episode-at-a-time evaluation (`run_episodes`, greedy) on the same
+          step's KV-cache writes, transformers' concatenating cache against the growing one; the
+          model's whole decoding step at batch 1 and at --episodes rows (what batching can buy at
+          most: at batch 1 a step streams every weight from memory for one token); then batched against one-episode-at-a-time evaluation (`run_episodes`, greedy) on the same
           held-out search tasks: episodes/s and generated tokens/s each way, and the speed-up
           (target: at least 5x). `--model` a trained stage's model folder, `--preset` its preset.
 rl:       stage 3 (FC-RL) with the default recipe, from --model (a finished stage folder, e.g.
@@ -201,6 +202,29 @@ def bench_cache(batch: int = 8, context: int = 700, layers: int = 30) -> None:
               f"{(time.perf_counter() - start) * 100:.1f} ms per decoding step")
 
 
+def bench_step(model, *, preset: str, batches=(1, 32), context: int = 300, steps: int = 16) -> dict:
+    """The model's decoding step (body and head, into a GrowingCache, grouped attention) at each batch
+    size, after `context` prompt tokens: ms per step and per row."""
+    import torch
+
+    from foresight_lite.models import GrowingCache, grouped_attention
+
+    per_row = {}
+    with torch.no_grad(), grouped_attention(model):
+        for batch in batches:
+            ids = torch.randint(0, model.config.vocab_size, (batch, context), generator=torch.Generator().manual_seed(0))
+            past = GrowingCache()
+            token = model(input_ids=ids, past_key_values=past, use_cache=True).logits[:, -1:].argmax(-1)
+            start = time.perf_counter()
+            for _ in range(steps):
+                token = model(input_ids=token, past_key_values=past, use_cache=True).logits[:, -1:].argmax(-1)
+            ms = (time.perf_counter() - start) * 1000 / steps
+            per_row[batch] = ms / batch
+            print(f"generate {preset} decoding step, {batch:3} x {context} tokens: {ms:.1f} ms "
+                  f"({per_row[batch]:.2f} ms per row)")
+    return per_row
+
+
 def bench_generate(model_path: str | None = None, *, preset: str = "smollm2-135m", episodes: int = 16,
                    max_new_tokens: int = 160) -> dict:
     """Episodes per second with all `episodes` in one batch against one episode at a time."""
@@ -211,6 +235,10 @@ def bench_generate(model_path: str | None = None, *, preset: str = "smollm2-135m
     bench_cache()
 
     model, tokenizer = load_model(preset, path=model_path)
+    model.eval()
+    step = bench_step(model, preset=preset, batches=(1, episodes))
+    print(f"generate {preset} decoding, one row's step in a batch of {episodes}: "
+          f"{step[1] / step[episodes]:.1f}x cheaper than alone")
     run_episodes(model, tokenizer, world="search", split="eval", n=2, batch_size=2, max_new_tokens=8,
                  progress=False)  # warm-up: first-call allocations are not part of either figure
     rates = {}
