@@ -66,6 +66,18 @@ def test_interrupted_stage_resumes(tmp_path):
     assert done["tokens"] == tokens[-1]
 
 
+def test_stage_stopped_before_its_first_checkpoint_starts_a_fresh_log(tmp_path):
+    run_dir = tmp_path / "r"
+    train_midtraining(run_dir, corpus="standard_mt", max_steps=2, **TINY)
+    # killed before the first checkpoint: only the log was written
+    for name in ("model", "checkpoints"):
+        shutil.rmtree(run_dir / "mt" / name)
+    (run_dir / "mt" / "complete.json").unlink()
+    train_midtraining(run_dir, corpus="standard_mt", max_steps=2, **TINY)
+    rows = [json.loads(line) for line in (run_dir / "mt" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2]  # the abandoned attempt's rows are gone
+
+
 def test_sft_refuses_without_its_input_stage(tmp_path):
     with pytest.raises(StageMissing, match="train stage 1 first"):
         train_sft(tmp_path / "empty", corpus="fe_sft", **TINY)

@@ -181,10 +181,13 @@ def train_with_resume(trainer, directory: Path, *, config: dict, started: float)
     trainer.add_callback(TrimHeap())
     resume = last_checkpoint(Path(trainer.args.output_dir))
     log = directory / "metrics.jsonl"
-    if resume and log.exists() and trainer.is_world_process_zero():  # drop rows logged after the checkpoint
-        step = int(resume.rsplit("-", 1)[-1])
+    if log.exists() and trainer.is_world_process_zero():
+        # drop rows logged after the checkpoint; with none (stopped before the first), every row
+        step = int(resume.rsplit("-", 1)[-1]) if resume else 0
         kept = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= step]
-        log.write_text("".join(line + "\n" for line in kept))
+        tmp = log.with_name(f".{log.name}.{os.getpid()}.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, log)
     try:
         result = trainer.train(resume_from_checkpoint=resume)
     except torch.cuda.OutOfMemoryError as err:
