@@ -17,7 +17,7 @@ What: `METHODS` lists every row of the comparison as a recipe of up to three sta
 `train_method(name, ...)` trains whatever the method still lacks; `run_method` also evaluates it.
 
 Why one tree: methods that begin alike must not train their common stages twice (nine rows
-need two stage-1 models, four stage-2 models and five stage-3 models per seed, not 22). A stage
+need two stage-1 models, four stage-2 models and five stage-3 models per seed, not 23). A stage
 is a folder named by its own recipe step inside the folder of the step before it, so two
 recipes with the same prefix resolve to the same folders:
 

@@ -6,8 +6,10 @@ two Qwen2.5 instruct models for a Colab T4. `load_model` returns `(model, tokeni
 the same way for all of them: ChatML special tokens (the foresight tags stay plain text) and one
 tool-calling chat template with `{% generation %}` markers (TRL `assistant_only_loss=True`).
 
-Why: the probes (DESIGN.md section 5) showed results need a model that already copies and
-reads, and that names must tokenise identically after a tag and elsewhere, or copying breaks.
+Why: the project's first probes showed that a model of a few million parameters trained from
+scratch in CPU-minutes never learns to copy a new name into its query (0% on fresh worlds), while
+SmolLM2-135M after a 9-minute LoRA SFT did so every time: results need a model that already
+copies and reads. Names must also tokenise identically after a tag and elsewhere, or copying breaks.
 
 Run: `load_model("tiny")`, `load_model("smollm2-135m")`, `add_lora(model, "smollm2-135m")`;
 the tests are `python -m pytest tests/test_models.py -q`.
@@ -61,7 +63,7 @@ class Preset:
     lora_target_modules: tuple[str, ...]
     dtype: str | None  # None lets the backend choose (fp16 on a T4)
     # LoRA on layers >= this one only: backward then stops there. On CPU, layers 10-29 of SmolLM2
-    # train 1.3x faster than all 30 (259 vs 204 tokens/s, 8x512 tokens; scripts/benchmark.py lora)
+    # train 1.3x faster than all 30 (270 vs 215 tokens/s in bf16; `scripts/benchmark.py train`)
     lora_first_layer: int = 0
     # Per-stage changes to the shared recipe ("mt", "sft": SFTConfig fields; "rl": GRPOConfig
     # fields), applied before smoke mode and the caller's overrides. Empty: the CPU recipe as is.

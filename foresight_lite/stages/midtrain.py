@@ -7,7 +7,7 @@ between s_t and a_t at sampled steps).
 Why: the paper's claim is that predicting the real future during mid-training builds the
 *capability* that later format-only SFT cannot. Both arms also learn the world itself: the
 documents its searches return and the calculator's results.
-How: `python -m foresight_lite train --stage mt --run runs/wm --corpus wm_amt`
+How: `python -m foresight_lite train --stage mt --run wm --corpus wm_amt`
 (`--preset tiny --smoke` runs in seconds). LoRA on all linear layers; GPU presets also train
 embed_tokens and lm_head at a 10x smaller learning rate (continued pre-training as in Unsloth's
 CPT recipe), through Unsloth when it is installed.

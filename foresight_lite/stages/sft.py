@@ -8,7 +8,7 @@ mid-trained model, or from the preset's own weights, and all use one recipe, so 
 between arms are not differences of training.
 Why: the paper's format-capability gap: FE-SFT on a standard model teaches the format of
 foresight; whether the foresight is grounded and calibrated depends on what came before.
-How: `python -m foresight_lite train --stage sft --run runs/wm --corpus fe_sft` (starts from
+How: `python -m foresight_lite train --stage sft --run wm --corpus fe_sft` (starts from
 runs/wm/mt; `--init PATH` for another stage's output, `--init base` for the preset's weights).
 """
 
