@@ -248,3 +248,34 @@ def test_table_with_k_samples_shows_mean_and_pass_at_k():
     table = markdown_table({"meta": meta, "aggregate": aggregate([row])})
     assert "| method | mean@4 % | pass@4 % |" in table and "| 25.0 | 75.0 |" in table
     assert "4 samples per task (success = mean@4, pass@4)" in table and "mechanics only" in table
+
+
+@pytest.mark.slow
+def test_reproduce_reuses_stages_trained_with_train_when_linked_into_its_tree(tmp_path):
+    """Stages trained one by one with `train` serve `reproduce` once linked where its tree expects
+    them: nothing is retrained, and their stored evaluation is read back."""
+    from foresight_lite.evaluate import evaluate_run
+    from foresight_lite.methods import SMOKE_MAX_NEW_TOKENS
+
+    runs, tree = tmp_path / "runs", tmp_path / "tree"
+    common = ["--preset", "tiny", "--smoke", "--n-traces", "8", "--runs-dir", str(runs)]
+    main(["train", "--stage", "mt", "--run", "std", "--corpus", "standard_mt", *common])
+    main(["train", "--stage", "sft", "--run", "std-plain", "--corpus", "sft", "--init", str(runs / "std" / "mt"),
+          *common])
+    # as `evaluate` would, at the smoke run's reply length (a real run's is the default of both)
+    evaluate_run(runs / "std-plain", stage="sft", splits=("eval",), n=2, max_new_tokens=SMOKE_MAX_NEW_TOKENS)
+    node = tree / "tiny-s0-smoke" / "mt-standard_mt"
+    node.mkdir(parents=True)
+    (node / "mt").symlink_to(runs / "std" / "mt")
+    (node / "sft-sft").symlink_to(runs / "std-plain")
+    done = [(runs / r / s / "complete.json").read_text() for r, s in (("std", "mt"), ("std-plain", "sft"))]
+    played = (runs / "std-plain" / "eval" / "sft" / "search-eval.jsonl").read_text()
+    main(["reproduce", "--smoke", "--methods", "sft", "--seeds", "0", "--splits", "eval", "--n", "2",
+          "--runs-dir", str(tree), "--out", str(tmp_path / "results")])
+    assert [p.name for p in tree.iterdir()] == ["tiny-s0-smoke"]  # no other tree was trained
+    assert sorted(p.name for p in node.iterdir()) == ["mt", "sft-sft"]
+    assert [(runs / r / s / "complete.json").read_text() for r, s in (("std", "mt"), ("std-plain", "sft"))] == done
+    assert (runs / "std-plain" / "eval" / "sft" / "search-eval.jsonl").read_text() == played
+    summary = json.loads((tmp_path / "results" / "summary.json").read_text())
+    assert {(r["method"], r["world"], r["split"]) for r in summary["rows"]} == {("sft", w, "eval")
+                                                                              for w in ("search", "math")}
