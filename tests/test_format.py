@@ -78,11 +78,22 @@ def test_parse_never_raises(text):
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.sampled_from(["<imaginary>", "</imaginary>", "<keyword>", "</keyword>",
                                  "<confidence>", "</confidence>", "<think>", "</think>", "<tool_call>",
-                                 "</tool_call>", "<answer>", "</answer>", "{", "}", '"name"', "99", "x", "\n"]),
+                                 "</tool_call>", "<answer>", "</answer>", "{", "}", '"name"', "99", "140", "-5",
+                                 "high", "%", "x", "\n"]),
                 max_size=30))
 def test_parse_never_raises_on_tag_soup(parts):
-    step = parse_step("".join(parts))
-    assert step.format_ok == (not step.defects)
+    text = "".join(parts)
+    step = parse_step(text)
+    assert step.confidence is None or 0 <= step.confidence <= 100
+    assert all(0 <= start < end <= len(text) and text.startswith(f"<{tag}>", start)
+               for tag, (start, end) in step.spans.items())
+    if step.format_ok:
+        assert step.action is not None and step.confidence is not None
+    if "<answer>" not in text and "<tool_call>" not in text:
+        # a defect says why: no action, or a span cut off before one could follow
+        assert step.action is None and any(d.startswith(("no action", "truncated")) for d in step.defects)
+    if "<imaginary>" not in text:
+        assert "missing <imaginary>" in step.defects
 
 
 @settings(max_examples=200, deadline=None)

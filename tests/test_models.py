@@ -162,7 +162,10 @@ def test_lora_adapter_saves_and_reloads_merged_or_trainable(tiny, tmp_path):
     assert type(merged).__name__ == "Qwen2ForCausalLM"
     torch.testing.assert_close(merged(**batch).logits, expected, atol=1e-4, rtol=1e-4)
     trainable, _ = load_model("tiny", path=adapter_dir, for_training=True)
-    assert any(p.requires_grad for p in trainable.parameters())
+    names = [n for n, p in trainable.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n for n in names)  # the adapter trains, the base stays frozen
+    with torch.no_grad():  # the saved adapter, not a fresh one (whose zero B would give the base)
+        torch.testing.assert_close(trainable.eval()(**batch).logits, expected, atol=1e-4, rtol=1e-4)
 
 
 def test_unknown_preset_lists_the_valid_names():

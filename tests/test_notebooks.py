@@ -4,7 +4,6 @@ Colab badge and install cell with no committed outputs."""
 import importlib.machinery
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -87,7 +86,11 @@ def test_notebook_runs_in_smoke_mode(path, monkeypatch):
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=900, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
-    client.execute()
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert not errors
-    assert os.environ["FORESIGHT_SMOKE"] == "1"
+    client.execute()  # raises on the first cell that fails
+    # every cell that shows a figure showed a plotly figure, or said why it had none to show (an
+    # untrained smoke model may state no confidence to draw a reliability diagram of)
+    figure_cells = [c for c in nb.cells if c.cell_type == "code" and ".show()" in c.source]
+    assert figure_cells
+    for cell in figure_cells:
+        assert any("application/vnd.plotly.v1+json" in o.get("data", {})
+                   or "no step stated a confidence" in o.get("text", "") for o in cell.outputs), cell.source[:200]

@@ -153,8 +153,8 @@ def test_states_multi_hop_plan_reads_only_the_plan():
 def test_first_turn_plans_one_greedy_turn_per_question(tiny):
     model, tok = tiny
     questions = ["Who founded the organisation that X works for?", "Where was Y born?"]
-    side = tok.padding_side
     plans = first_turn_plans(model, tok, questions, max_new_tokens=6)
     assert len(plans) == 2 and all(isinstance(p, str) for p in plans)
-    assert tok.padding_side == side  # batched generation pads on the left, then puts it back
-    assert plans == first_turn_plans(model, tok, questions, max_new_tokens=6)  # greedy: deterministic
+    # each row is its own question's turn (batched with left padding, in order), not the prompt
+    assert plans == [first_turn_plans(model, tok, [q], max_new_tokens=6)[0] for q in questions]
+    assert not any(q in p for q, p in zip(questions, plans))

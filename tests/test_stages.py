@@ -43,6 +43,17 @@ def test_saved_model_reloads_and_generates(run):
     assert model.generate(ids, max_new_tokens=3, do_sample=False).shape[1] > ids.shape[1]
 
 
+def test_each_saved_stage_holds_its_trained_weights(run):
+    """The LoRA update is merged into what is saved: base, stage 1 and stage 2 all differ."""
+    import torch
+
+    name = "model.layers.0.self_attn.q_proj.weight"  # a LoRA target of the tiny preset
+    weights = [dict(m.named_parameters())[name].detach() for m, _ in
+               (load_model("tiny"), load_model("tiny", path=run / "mt" / "model"),
+                load_model("tiny", path=run / "sft" / "model"))]
+    assert not torch.equal(weights[0], weights[1]) and not torch.equal(weights[1], weights[2])
+
+
 def test_finished_stage_is_not_retrained(run):
     before = (run / "mt" / "complete.json").read_text()
     train_midtraining(run, corpus="wm_amt", **TINY)
@@ -233,7 +244,11 @@ def test_heap_is_trimmed_after_every_optimizer_step(tmp_path, monkeypatch):
     trim = common.TrimHeap()
     if platform.libc_ver()[0] == "glibc":  # Linux: malloc_trim exists and runs
         assert trim.trim is not None
+    trim.on_step_end(None, None, None)  # the real call runs
+    calls = []
+    trim.trim = calls.append
     trim.on_step_end(None, None, None)
+    assert calls == [0]  # malloc_trim(0): release everything free
     steps = []
     monkeypatch.setattr(common.TrimHeap, "on_step_end", lambda self, args, state, control, **kw: steps.append(state.global_step))
     train_midtraining(tmp_path / "r", corpus="standard_mt", **TINY)
