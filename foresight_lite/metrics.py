@@ -12,11 +12,16 @@ mean_at_k, pass_at_k: from k sampled episodes per task (the paper's mean@30 and 
        least one of k samples succeeds (Chen et al. 2021, "Evaluating Large Language Models
        Trained on Code": 1 - C(n-c, k) / C(n, k) per task, with n samples and c successes).
 confidence_interval: mean over seeds with a Student-t 95% half-width, and the min-max range.
+mcnemar: two arms played on the same tasks; the tasks only one of them solved, and the exact
+       two-sided McNemar p-value: how often "no difference" (each such task a fair coin)
+       splits them at least this unevenly. With 30 tasks, 1-3 tasks apart is never evidence.
 Every function returns None for empty input instead of raising.
 How: `python -m pytest tests/test_metrics.py -q` checks them against hand-computed values.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -123,3 +128,20 @@ def confidence_interval(values) -> dict | None:
         half = float(t_quantile_95(x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
     return {"mean": float(x.mean()), "half_width": half, "min": float(x.min()), "max": float(x.max()),
             "n": int(x.size)}
+
+
+def mcnemar(a, b) -> dict | None:
+    """Outcomes of two arms on the same tasks (0/1 each, in one task order): how many each solved,
+    how many only one solved, and the exact two-sided McNemar p-value. Only the discordant tasks
+    bear on which arm is better; under "no difference" each is a fair coin. None for no tasks."""
+    x = np.asarray(a, dtype=float).reshape(-1).astype(bool)
+    y = np.asarray(b, dtype=float).reshape(-1).astype(bool)
+    if x.shape != y.shape:
+        raise ValueError(f"a and b differ in length ({x.size} vs {y.size}); pair them by task first.")
+    if not x.size:
+        return None
+    a_only, b_only = int((x & ~y).sum()), int((~x & y).sum())
+    n, k = a_only + b_only, min(a_only, b_only)
+    p_value = 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
+    return {"tasks": int(x.size), "a": int(x.sum()), "b": int(y.sum()), "a_only": a_only, "b_only": b_only,
+            "p_value": p_value}

@@ -2,6 +2,7 @@
 
     python scripts/eval_table.py runs/v8 runs/v8-plus1 --stage sft
     python scripts/eval_table.py runs/v10-rl --stage rl --split eval
+    python scripts/eval_table.py runs/s1-none runs/s1-plain --paired   # two arms, task by task
 
 What: reads the episodes `evaluate` stored (runs/<run>/eval/<stage>/<world>-<split>.jsonl) and
 prints success, success by difficulty (hops for search, operations for math), format adherence,
@@ -10,7 +11,9 @@ ECE) and the share of predicted keywords that came true.
 Why: the README's headline table sets several runs side by side, and the split by difficulty
 is where the runs differ (search's wall is the 2-hop question); this puts each figure one
 command away instead of in a one-off script. Metrics come from `evaluate.summarize`, so they
-match summary.json.
+match summary.json. `--paired` compares two runs on the same tasks instead: how many tasks only
+one of them solved, and the exact McNemar p-value (`metrics.mcnemar`), so a difference of a few
+tasks of 30 is read as what it is.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from foresight_lite.evaluate import summarize  # noqa: E402
+from foresight_lite.metrics import mcnemar  # noqa: E402
 from foresight_lite.probes import confidence_pairs  # noqa: E402
 
 COLUMNS = ("run", "stage", "world", "split", "success", "by difficulty", "format",
@@ -72,9 +76,38 @@ def collect(run_dirs, *, stage: str, split: str, worlds=("search", "math")) -> l
     return rows
 
 
-def markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
+PAIRED_COLUMNS = ("world", "split", "tasks", "A solved", "B solved", "only A", "only B", "McNemar exact p")
+
+
+def _episodes(run, *, stage: str, world: str, split: str) -> dict | None:
+    path = Path(run) / "eval" / stage / f"{world}-{split}.jsonl"
+    if not path.exists():
+        return None
+    episodes = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {(e["task_id"], e.get("sample", 0)): bool(e["success"]) for e in episodes}
+
+
+def paired_rows(run_a, run_b, *, stage: str, split: str, worlds=("search", "math")) -> list[dict]:
+    """Per world: the two runs' outcomes on the same tasks, and McNemar's exact test."""
+    rows = []
+    for world in worlds:
+        a, b = (_episodes(r, stage=stage, world=world, split=split) for r in (run_a, run_b))
+        if a is None or b is None:
+            continue
+        if a.keys() != b.keys():
+            raise ValueError(f"{world}-{split}: the two runs played different tasks ({len(a.keys() & b.keys())} "
+                             f"of {len(a)} and {len(b)} in common); pair runs of one seed, evaluated with the "
+                             f"same --n.")
+        keys = sorted(a)
+        r = mcnemar([a[k] for k in keys], [b[k] for k in keys])
+        rows.append({"world": world, "split": split, "tasks": r["tasks"], "A solved": r["a"], "B solved": r["b"],
+                     "only A": r["a_only"], "only B": r["b_only"], "McNemar exact p": f"{r['p_value']:.3g}"})
+    return rows
+
+
+def markdown(rows: list[dict], columns=COLUMNS) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -83,7 +116,22 @@ def main(argv=None) -> int:
     parser.add_argument("runs", nargs="+", help="run directories (runs/<run>)")
     parser.add_argument("--stage", default="sft", help="which evaluated stage: mt, sft or rl (default sft)")
     parser.add_argument("--split", default="eval", help="eval or ood (default eval)")
+    parser.add_argument("--paired", action="store_true",
+                        help="two runs (A B) on the same tasks: tasks only one solved, McNemar's exact p")
     args = parser.parse_args(argv)
+    if args.paired:
+        if len(args.runs) != 2:
+            parser.error(f"--paired compares exactly two runs, got {len(args.runs)}")
+        try:
+            rows = paired_rows(*args.runs, stage=args.stage, split=args.split)
+        except ValueError as err:
+            parser.error(str(err))
+        if not rows:
+            parser.error(f"no world has a stored evaluation of stage {args.stage!r} on split {args.split!r} in "
+                         f"both runs")
+        print(f"A = {Path(args.runs[0]).name}, B = {Path(args.runs[1]).name}")
+        print(markdown(rows, PAIRED_COLUMNS))
+        return 0
     rows = collect(args.runs, stage=args.stage, split=args.split)
     if not rows:
         parser.error(f"no stored evaluation of stage {args.stage!r} on split {args.split!r} in these runs; "

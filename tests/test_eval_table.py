@@ -57,3 +57,31 @@ def test_command_line_without_stored_evaluations_says_what_to_run(tmp_path, caps
     with pytest.raises(SystemExit):
         eval_table.main([str(tmp_path), "--stage", "rl"])
     assert "foresight_lite evaluate RUN --stage rl" in capsys.readouterr().err
+
+
+def _store(run_dir, episodes, world="search"):
+    folder = run_dir / "eval" / "sft"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{world}-eval.jsonl").write_text("".join(json.dumps(e) + "\n" for e in episodes))
+
+
+def test_paired_comparison_matches_tasks_and_counts_the_discordant_ones(tmp_path, capsys):
+    # A solves t0, t2, t3; B, in another order, t1 and t3: only A 2, only B 1
+    _store(tmp_path / "a", EPISODES)
+    _store(tmp_path / "b", [_episode(3, 1, True, [None]), _episode(2, 2, False, [None]),
+                            _episode(1, 2, True, [None]), _episode(0, 1, False, [None])])
+    assert eval_table.main([str(tmp_path / "a"), str(tmp_path / "b"), "--paired"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "A = a, B = b"
+    assert out[3] == "| search | eval | 4 | 3 | 2 | 2 | 1 | 1 |"  # 2 against 1 is no evidence: p = 1
+
+
+def test_paired_comparison_refuses_runs_that_played_different_tasks(tmp_path, capsys):
+    _store(tmp_path / "a", EPISODES)
+    _store(tmp_path / "b", EPISODES[:3])
+    with pytest.raises(SystemExit):
+        eval_table.main([str(tmp_path / "a"), str(tmp_path / "b"), "--paired"])
+    assert "played different tasks (3 of 4 and 3 in common)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        eval_table.main([str(tmp_path / "a"), "--paired"])
+    assert "exactly two runs" in capsys.readouterr().err

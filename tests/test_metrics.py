@@ -1,8 +1,9 @@
 import math
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
-from foresight_lite.metrics import (auroc, brier, confidence_interval, ece, mean_at_k, pass_at_k,
+from foresight_lite.metrics import (auroc, brier, confidence_interval, ece, mcnemar, mean_at_k, pass_at_k,
                                     t_quantile_95)
 
 
@@ -91,3 +92,29 @@ def test_confidence_interval_over_seeds():
     assert confidence_interval([]) is None and confidence_interval([None]) is None
     assert confidence_interval([0.3, 0.3])["half_width"] == 0
     assert t_quantile_95(1) == 12.706 and t_quantile_95(35) == 2.042 and t_quantile_95(500) == 1.96
+
+
+def test_mcnemar_against_hand_computed_values():
+    # 5 tasks only a solved, none only b: under no difference that is 2 x (1/2)^5
+    r = mcnemar([1] * 5 + [0] * 3 + [1] * 2, [0] * 5 + [0] * 3 + [1] * 2)
+    assert r == {"tasks": 10, "a": 7, "b": 2, "a_only": 5, "b_only": 0, "p_value": 2 / 32}
+    # 6 against 1: 2 x (C(7,0) + C(7,1)) / 2^7
+    assert mcnemar([1] * 6 + [0], [0] * 6 + [1])["p_value"] == pytest.approx(2 * 8 / 128)
+    assert mcnemar([1, 0, 1], [1, 0, 1])["p_value"] == 1.0  # no discordant task: no evidence
+    assert mcnemar([1, 0], [0, 1])["p_value"] == 1.0
+    assert mcnemar([], []) is None
+    with pytest.raises(ValueError, match="differ in length"):
+        mcnemar([1, 0], [1])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=60))
+def test_mcnemar_properties(pairs):
+    a, b = [x for x, _ in pairs], [y for _, y in pairs]
+    r = mcnemar(a, b)
+    assert 0 < r["p_value"] <= 1 and r["p_value"] == mcnemar(b, a)["p_value"]  # symmetric
+    assert r["a"] - r["b"] == r["a_only"] - r["b_only"]
+    # concordant tasks carry no evidence; one more task only a solves never raises p
+    assert mcnemar(a + [True, False], b + [True, False])["p_value"] == r["p_value"]
+    if r["a_only"] >= r["b_only"]:
+        assert mcnemar(a + [True], b + [False])["p_value"] <= r["p_value"]
