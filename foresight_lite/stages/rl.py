@@ -312,7 +312,8 @@ def default_config(output_dir: Path, *, preset: str, smoke: bool, seed: int, **o
         # tool rounds: at most MAX_TURNS turns with the answer, the limit evaluation plays by
         temperature=1.0, top_p=1.0, top_k=0, generation_kwargs={"max_new_tokens": 192},
         max_completion_length=1024, max_tool_calling_iterations=MAX_TURNS - 1,
-        logging_steps=1, save_strategy="steps", save_steps=4, save_total_limit=1,
+        # every update: one takes 4-7 minutes on the CPU, its checkpoint under a second
+        logging_steps=1, save_strategy="steps", save_steps=1, save_total_limit=1,
         # CPU: bf16 autocast costs more than it saves; the weights themselves are bf16 (preset)
         bf16=False, fp16=False, gradient_checkpointing=False, dataloader_num_workers=0,
         dataloader_pin_memory=False, log_completions=False, disable_tqdm=False,
@@ -321,7 +322,7 @@ def default_config(output_dir: Path, *, preset: str, smoke: bool, seed: int, **o
     if smoke:
         base.update(num_generations=2, per_device_train_batch_size=4, gradient_accumulation_steps=1, max_steps=2,
                     generation_kwargs={"max_new_tokens": 24}, max_completion_length=96,
-                    max_tool_calling_iterations=2, save_steps=1)
+                    max_tool_calling_iterations=2)
     base.update(overrides)
     return GRPOConfig(**base)
 
