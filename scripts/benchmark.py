@@ -15,7 +15,8 @@ generate: one attention layer's decoding step, transformers' sdpa against the gr
           model's whole decoding step at batch 1 and at --episodes rows (what batching can buy at
           most: at batch 1 a step reads every weight for one token); then batched against
           one-episode-at-a-time evaluation (`run_episodes`, greedy) on the same held-out search
-          tasks: episodes/s and generated tokens/s each way, and the speed-up (target: at least 5x). `--model` a trained stage's model folder, `--preset` its preset.
+          tasks: episodes/s and generated tokens/s each way, and the speed-up (target: at least 5x).
+          `--model` a trained stage's model folder, `--preset` its preset.
 rl:       stage 3 (FC-RL) with the default recipe, from --model (a finished stage folder, e.g.
           runs/wm/sft; default: the preset's own weights): wall time, episodes/s, share of the
           time spent generating (tool calls included), peak memory (a subprocess).
