@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from .envs import MAX_TURNS, make_env
 from .envs.base import stable_hash
 from .format import parse_step
-from .metrics import auroc, brier, ece, mean_at_k, pass_at_k
+from .metrics import auroc, brier, ece, mcnemar, mean_at_k, pass_at_k
 from .models import GrowingCache, backend_name, grouped_attention
 from .rewards import score_record  # one definition of grounding, shared with the RL reward
 
@@ -279,6 +279,17 @@ def summarize(episodes: list[dict]) -> dict:
 def _mean(values) -> float | None:
     values = list(values)
     return sum(values) / len(values) if values else None
+
+
+def compare_paired(episodes_a: list[dict], episodes_b: list[dict]) -> dict | None:
+    """Two models' episodes on the same tasks, paired by task (and sample): `metrics.mcnemar` of
+    their successes. Raises ValueError when they did not play the same tasks."""
+    a, b = ({(e["task_id"], e.get("sample", 0)): e["success"] for e in eps} for eps in (episodes_a, episodes_b))
+    if a.keys() != b.keys():
+        raise ValueError(f"the two runs played different tasks ({len(a.keys() & b.keys())} of {len(a)} and "
+                         f"{len(b)} in common); pair runs of one seed, evaluated with the same --n.")
+    keys = sorted(a)
+    return mcnemar([a[k] for k in keys], [b[k] for k in keys])
 
 
 

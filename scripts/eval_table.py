@@ -12,8 +12,8 @@ Why: the README's headline table sets several runs side by side, and the split b
 is where the runs differ (search's wall is the 2-hop question); this puts each figure one
 command away instead of in a one-off script. Metrics come from `evaluate.summarize`, so they
 match summary.json. `--paired` compares two runs on the same tasks instead: how many tasks only
-one of them solved, and the exact McNemar p-value (`metrics.mcnemar`), so a difference of a few
-tasks of 30 is read as what it is.
+one of them solved, and the exact McNemar p-value (`evaluate.compare_paired`), so a difference
+of a few tasks of 30 is read as what it is.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from foresight_lite.evaluate import summarize  # noqa: E402
-from foresight_lite.metrics import mcnemar  # noqa: E402
+from foresight_lite.evaluate import compare_paired, summarize  # noqa: E402
 from foresight_lite.probes import confidence_pairs  # noqa: E402
 
 COLUMNS = ("run", "stage", "world", "split", "success", "by difficulty", "format",
@@ -62,15 +61,20 @@ def table_row(episodes: list[dict], **labels) -> dict:
             "keywords true": "-" if m["grounding"] is None else f"{100 * m['grounding']:.1f}%"}
 
 
+def stored_episodes(run, *, stage: str, world: str, split: str) -> list[dict]:
+    """The episodes `evaluate` stored for one world and split of a run; [] if there are none."""
+    path = Path(run) / "eval" / stage / f"{world}-{split}.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def collect(run_dirs, *, stage: str, split: str, worlds=("search", "math")) -> list[dict]:
     """Rows for every stored evaluation among `run_dirs`; a missing file is skipped, not an error."""
     rows = []
     for run in run_dirs:
         for world in worlds:
-            path = Path(run) / "eval" / stage / f"{world}-{split}.jsonl"
-            if not path.exists():
-                continue
-            episodes = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            episodes = stored_episodes(run, stage=stage, world=world, split=split)
             if episodes:
                 rows.append(table_row(episodes, run=Path(run).name, stage=stage, world=world, split=split))
     return rows
@@ -79,27 +83,17 @@ def collect(run_dirs, *, stage: str, split: str, worlds=("search", "math")) -> l
 PAIRED_COLUMNS = ("world", "split", "tasks", "A solved", "B solved", "only A", "only B", "McNemar exact p")
 
 
-def _episodes(run, *, stage: str, world: str, split: str) -> dict | None:
-    path = Path(run) / "eval" / stage / f"{world}-{split}.jsonl"
-    if not path.exists():
-        return None
-    episodes = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {(e["task_id"], e.get("sample", 0)): bool(e["success"]) for e in episodes}
-
-
 def paired_rows(run_a, run_b, *, stage: str, split: str, worlds=("search", "math")) -> list[dict]:
     """Per world: the two runs' outcomes on the same tasks, and McNemar's exact test."""
     rows = []
     for world in worlds:
-        a, b = (_episodes(r, stage=stage, world=world, split=split) for r in (run_a, run_b))
-        if a is None or b is None:
+        a, b = (stored_episodes(r, stage=stage, world=world, split=split) for r in (run_a, run_b))
+        if not a or not b:
             continue
-        if a.keys() != b.keys():
-            raise ValueError(f"{world}-{split}: the two runs played different tasks ({len(a.keys() & b.keys())} "
-                             f"of {len(a)} and {len(b)} in common); pair runs of one seed, evaluated with the "
-                             f"same --n.")
-        keys = sorted(a)
-        r = mcnemar([a[k] for k in keys], [b[k] for k in keys])
+        try:
+            r = compare_paired(a, b)
+        except ValueError as err:
+            raise ValueError(f"{world}-{split}: {err}") from None
         rows.append({"world": world, "split": split, "tasks": r["tasks"], "A solved": r["a"], "B solved": r["b"],
                      "only A": r["a_only"], "only B": r["b_only"], "McNemar exact p": f"{r['p_value']:.3g}"})
     return rows

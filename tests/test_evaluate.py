@@ -1,7 +1,7 @@
 import pytest
 
 from foresight_lite.envs import make_env
-from foresight_lite.evaluate import _advance, _finish, _new_record, run_episodes, summarize
+from foresight_lite.evaluate import _advance, _finish, _new_record, compare_paired, run_episodes, summarize
 from foresight_lite.rewards import keyword_grounded
 from foresight_lite.format import render_step
 from foresight_lite.envs import Action
@@ -75,6 +75,16 @@ def test_summarize_k_samples_per_task():
     assert s["pass_at_k"] == 0.5  # task a: one of its two samples succeeded; task b: none
     greedy = summarize([ep("a", True), ep("b", False)])
     assert greedy["k"] == 1 and greedy["pass_at_k"] == greedy["mean_at_k"] == greedy["success"] == 0.5
+
+
+def test_compare_paired_pairs_episodes_by_task_and_sample():
+    def ep(task, ok, sample=0):
+        return {"task_id": task, "sample": sample, "success": ok}
+    a = [ep("t1", True), ep("t2", True), ep("t3", False), ep("t3", True, sample=1)]
+    b = [ep("t3", True, sample=1), ep("t3", True), ep("t2", False), ep("t1", True)]  # another order
+    assert compare_paired(a, b) == {"tasks": 4, "a": 3, "b": 3, "a_only": 1, "b_only": 1, "p_value": 1.0}
+    with pytest.raises(ValueError, match=r"played different tasks \(3 of 4 and 3 in common\)"):
+        compare_paired(a, b[:3])
 
 
 @pytest.fixture(scope="module")
