@@ -271,7 +271,7 @@ def test_reproduce_reuses_stages_trained_with_train_when_linked_into_its_tree(tm
     done = [(runs / r / s / "complete.json").read_text() for r, s in (("std", "mt"), ("std-plain", "sft"))]
     played = [(runs / "std-plain" / "eval" / "sft" / f"{w}-eval.json").read_text() for w in ("search", "math")]
     assert main(["reproduce", "--smoke", "--methods", "sft", "--seeds", "0", "--splits", "eval", "--n", "2",
-          "--runs-dir", str(tree), "--out", str(tmp_path / "results")]) == 0
+                 "--runs-dir", str(tree), "--out", str(tmp_path / "results")]) == 0
     assert [p.name for p in tree.iterdir()] == ["tiny-s0-smoke"]  # no other tree was trained
     assert sorted(p.name for p in node.iterdir()) == ["mt", "sft-sft"]
     assert [(runs / r / s / "complete.json").read_text() for r, s in (("std", "mt"), ("std-plain", "sft"))] == done
