@@ -34,6 +34,7 @@ from .format import parse_step
 from .metrics import auroc, brier, ece, mcnemar, mean_at_k, pass_at_k
 from .models import GrowingCache, backend_name, grouped_attention
 from .rewards import score_record  # one definition of grounding, shared with the RL reward
+from .traces import atomic_write, read_jsonl
 
 MAX_NEW_TOKENS = 320  # a full foresight step is about 150 tokens; longer output is a runaway
 # for k samples per task; Chen et al. (2021) found 0.8 best for pass@k at large k
@@ -314,6 +315,17 @@ def stage_layout(stage_folder) -> str:
     return "full"
 
 
+def episodes_path(run_dir, stage: str, world: str, split: str) -> Path:
+    """Where `evaluate_run` stores one world and split's episodes (JSON lines)."""
+    return Path(run_dir) / "eval" / stage / f"{world}-{split}.jsonl"
+
+
+def stored_episodes(run_dir, stage: str, world: str, split: str) -> list[dict]:
+    """The episodes `evaluate_run` stored for one world and split of a run; [] if it has none."""
+    path = episodes_path(run_dir, stage, world, split)
+    return read_jsonl(path) if path.exists() else []
+
+
 def evaluate_run(run_dir, *, stage: str | None = None, worlds=("search", "math"), splits=("eval", "ood"),
                  n: int | None = None, batch_size: int = 32, seed: int | None = None,
                  max_new_tokens: int = MAX_NEW_TOKENS, progress: bool = True, samples: int = 1,
@@ -356,7 +368,7 @@ def evaluate_run(run_dir, *, stage: str | None = None, worlds=("search", "math")
     for world in worlds:
         for split in splits:
             record = out_dir / f"{world}-{split}.json"
-            if not force and record.exists() and (out_dir / f"{world}-{split}.jsonl").exists():
+            if not force and record.exists() and episodes_path(run_dir, stage, world, split).exists():
                 previous = json.loads(record.read_text())
                 if previous.get("settings") == key:
                     rows.append(previous["row"])
@@ -368,10 +380,8 @@ def evaluate_run(run_dir, *, stage: str | None = None, worlds=("search", "math")
                                     batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress,
                                     samples=samples, temperature=temperature)
             seconds = time.perf_counter() - started
-            lines = "".join(json.dumps(e, sort_keys=True) + "\n" for e in episodes)
-            tmp = out_dir / f".{world}-{split}.jsonl.tmp"
-            tmp.write_text(lines)
-            tmp.replace(out_dir / f"{world}-{split}.jsonl")
+            atomic_write(episodes_path(run_dir, stage, world, split),
+                         "".join(json.dumps(e, sort_keys=True) + "\n" for e in episodes))
             row = {"stage": stage, "world": world, "split": split, **summarize(episodes)}
             write_json(record, {"settings": key, "seconds": seconds, "row": row})  # last: marks the cell done
             rows.append(row)

@@ -23,13 +23,14 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import re
 from pathlib import Path
 
 import torch
 
 from .corpora import trajectory_text
+from .stages.common import read_metrics
+from .traces import atomic_write, read_jsonl
 
 _OBSERVATION = re.compile(r"<tool_response>\n(.*?)\n</tool_response>", re.S)
 # Values: runs of capitalised words (entity names) and numbers; not the passage ranks "[1]".
@@ -243,19 +244,13 @@ def loss_token_shares(tokenizer, episodes) -> dict:
     return {**counts, "total": total, "policy_share": counts["policy"] / total if total else None}
 
 
-def read_metrics(path: str | Path) -> list[dict]:
-    """The rows of a stage's metrics.jsonl (one per logging step)."""
-    path = Path(path)
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def loss_curves(runs: dict[str, str | Path], *, metric: str = "loss", title: str = "Training loss"):
     """One line per run: `metric` against the step, from each stage folder's metrics.jsonl."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
     for name, stage in runs.items():
-        rows = [r for r in read_metrics(Path(stage) / "metrics.jsonl") if metric in r]
+        rows = [r for r in read_metrics(stage) if metric in r]
         fig.add_trace(go.Scatter(x=[r["step"] for r in rows], y=[r[metric] for r in rows],
                                  mode="lines+markers", name=name))
     fig.update_layout(title=title, xaxis_title="step", yaxis_title=metric, width=700, height=400)
@@ -281,12 +276,10 @@ def cached_episodes(path: str | Path, play) -> list[dict]:
     """Episodes stored at `path` (JSON lines), or `play()`'s, written there first (atomically)."""
     path = Path(path)
     if path.exists():
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return read_jsonl(path)
     episodes = play()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in episodes))
-    os.replace(tmp, path)
+    atomic_write(path, "".join(json.dumps(e, sort_keys=True) + "\n" for e in episodes))
     return episodes
 
 

@@ -32,10 +32,12 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .envs import WORLDS
+from .evaluate import episodes_path
 from .methods import (EVAL_N, METHODS, SMOKE_EVAL_N, get_method, method_dir, run_method, run_root,
                       unique_stages)
 from .metrics import confidence_interval
 from .teacher import TEACHER_VERSION
+from .traces import read_jsonl
 
 SPLITS = ("eval", "ood")
 METRICS = ("success", "mean_at_k", "pass_at_k", "format_adherence", "episodes_well_formed", "grounding",
@@ -295,9 +297,7 @@ def _write_episodes(path: Path, *, methods, seeds, roots, worlds, splits) -> int
                 stage = get_method(name).final_stage
                 for world in worlds:
                     for split in splits:
-                        source = method_dir(name, root) / "eval" / stage / f"{world}-{split}.jsonl"
-                        for line in source.read_text().splitlines():
-                            episode = json.loads(line)
+                        for episode in read_jsonl(episodes_path(method_dir(name, root), stage, world, split)):
                             episode.update(method=name, label=METHODS[name].label, seed=seed)
                             f.write(json.dumps(episode, sort_keys=True) + "\n")
                             count += 1

@@ -12,7 +12,6 @@ How: see notebooks/04_fc_rl.ipynb; tests in tests/test_rl.py.
 from __future__ import annotations
 
 import html
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -21,15 +20,10 @@ import numpy as np
 from .envs.base import normalize_answer
 from .evaluate import summarize
 from .rewards import keyword_grounded
+from .stages.common import read_metrics
 
 COMPONENTS = {"reward/success": "success", "reward/calib": "R_calib", "reward/ground": "R_ground",
               "reward/format": "format", "confidence": "mean confidence"}
-
-
-def read_metrics(stage: str | Path) -> list[dict]:
-    """The logged training rows of a stage folder's metrics.jsonl."""
-    path = Path(stage) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
 def reward_curves(stages: dict[str, str | Path], *, title: str = "Reward components during RL"):

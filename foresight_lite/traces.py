@@ -270,7 +270,12 @@ def read_traces(path: str | Path) -> list[dict]:
         path = path / "traces.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"No traces at {path}; make them with `python -m foresight_lite traces --out {path.parent}`.")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path)
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The records of a JSON-lines file (traces, episodes, metrics), blank lines skipped."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from foresight_lite.evaluate import compare_paired, summarize  # noqa: E402
+from foresight_lite.evaluate import compare_paired, stored_episodes, summarize  # noqa: E402
 from foresight_lite.probes import confidence_pairs  # noqa: E402
 
 COLUMNS = ("run", "stage", "world", "split", "success", "by difficulty", "format",
@@ -61,20 +60,12 @@ def table_row(episodes: list[dict], **labels) -> dict:
             "keywords true": "-" if m["grounding"] is None else f"{100 * m['grounding']:.1f}%"}
 
 
-def stored_episodes(run, *, stage: str, world: str, split: str) -> list[dict]:
-    """The episodes `evaluate` stored for one world and split of a run; [] if there are none."""
-    path = Path(run) / "eval" / stage / f"{world}-{split}.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def collect(run_dirs, *, stage: str, split: str, worlds=("search", "math")) -> list[dict]:
     """Rows for every stored evaluation among `run_dirs`; a missing file is skipped, not an error."""
     rows = []
     for run in run_dirs:
         for world in worlds:
-            episodes = stored_episodes(run, stage=stage, world=world, split=split)
+            episodes = stored_episodes(run, stage, world, split)
             if episodes:
                 rows.append(table_row(episodes, run=Path(run).name, stage=stage, world=world, split=split))
     return rows
@@ -87,7 +78,7 @@ def paired_rows(run_a, run_b, *, stage: str, split: str, worlds=("search", "math
     """Per world: the two runs' outcomes on the same tasks, and McNemar's exact test."""
     rows = []
     for world in worlds:
-        a, b = (stored_episodes(r, stage=stage, world=world, split=split) for r in (run_a, run_b))
+        a, b = (stored_episodes(r, stage, world, split) for r in (run_a, run_b))
         if not a or not b:
             continue
         try:

@@ -164,6 +164,9 @@ def test_finished_evaluations_are_read_back_not_replayed(tmp_path, tiny, monkeyp
     first = evaluate.evaluate_run(tmp_path / "run", n=1, **kwargs)
     cell = json.loads((tmp_path / "run" / "eval" / "sft" / "math-eval.json").read_text())
     assert cell["settings"]["layout"] == "plain" and cell["seconds"] > 0 and cell["row"] == first[0]
+    stored = evaluate.stored_episodes(tmp_path / "run", "sft", "math", "eval")
+    assert len(stored) == 1 and stored[0]["world"] == "math"
+    assert evaluate.stored_episodes(tmp_path / "run", "sft", "search", "eval") == []
     played = []
     monkeypatch.setattr(evaluate, "run_episodes", lambda *a, **k: played.append(k["n"]) or [])
     assert evaluate.evaluate_run(tmp_path / "run", n=1, **kwargs) == first and played == []

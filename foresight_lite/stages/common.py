@@ -25,6 +25,7 @@ import torch
 from transformers import TrainerCallback
 
 from ..models import is_embedding_parameter
+from ..traces import read_jsonl
 
 STAGES = ("mt", "sft", "rl")
 
@@ -58,6 +59,12 @@ def write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: launchers start several
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     os.replace(tmp, path)
+
+
+def read_metrics(stage: str | Path) -> list[dict]:
+    """The rows `MetricsLog` wrote to a stage folder's metrics.jsonl; [] before the first log."""
+    path = Path(stage) / "metrics.jsonl"
+    return read_jsonl(path) if path.exists() else []
 
 
 class MetricsLog(TrainerCallback):
@@ -194,7 +201,7 @@ def train_with_resume(trainer, directory: Path, *, config: dict, started: float)
         raise RuntimeError(out_of_memory_message(trainer.args, config["stage"])) from err
     if trainer.is_world_process_zero():  # several processes (accelerate launch): the first one saves
         save_model(trainer.model, trainer.processing_class, directory / "model")
-        rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        rows = read_metrics(directory)
         speeds = [r["tokens_per_second"] for r in rows if "tokens_per_second" in r]
         summary = {"stage": config["stage"], "seconds": time.perf_counter() - started, "resumed_from": resume,
                    "global_step": trainer.state.global_step, "train_loss": result.training_loss,
