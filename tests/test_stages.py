@@ -67,6 +67,9 @@ def test_interrupted_stage_resumes(tmp_path):
     shutil.rmtree(run_dir / "mt" / "model")
     (run_dir / "mt" / "complete.json").unlink()
     assert (run_dir / "mt" / "checkpoints" / "checkpoint-2").exists()
+    log = run_dir / "mt" / "metrics.jsonl"  # as if the first attempt had taken 1000 s longer
+    log.write_text("".join(json.dumps({**json.loads(line), "seconds": json.loads(line)["seconds"] + 1000}) + "\n"
+                           for line in log.read_text().splitlines()))
     train_midtraining(run_dir, corpus="standard_mt", max_steps=3, **TINY)
     done = json.loads((run_dir / "mt" / "complete.json").read_text())
     assert done["resumed_from"].endswith("checkpoint-2") and done["global_step"] == 3
@@ -75,6 +78,11 @@ def test_interrupted_stage_resumes(tmp_path):
     tokens = [r["num_tokens"] for r in rows if "num_tokens" in r]
     assert tokens == sorted(tokens) and tokens[2] > tokens[1]  # counted on across the resume
     assert done["tokens"] == tokens[-1]
+    # time and loss cover the whole stage, not only the steps after the checkpoint
+    seconds = [r["seconds"] for r in rows]
+    assert seconds == sorted(seconds) and seconds[0] > 1000 and done["seconds"] >= seconds[-1]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert done["train_loss"] == pytest.approx(sum(losses) / 3)
 
 
 def test_stage_stopped_before_its_first_checkpoint_starts_a_fresh_log(tmp_path):

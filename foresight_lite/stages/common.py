@@ -67,18 +67,27 @@ def read_metrics(stage: str | Path) -> list[dict]:
     return read_jsonl(path) if path.exists() else []
 
 
+def logged_seconds(rows: list[dict]) -> float:
+    """The training seconds the last of these metrics rows counted (0 for none; logs written before
+    the field existed count 0)."""
+    return max((r["seconds"] for r in rows if "seconds" in r), default=0.0)
+
+
 class MetricsLog(TrainerCallback):
-    """Appends every Trainer log to metrics.jsonl, with tokens/s since the previous log and the
-    process's memory (resident now and peak so far, GB), so a run's memory growth can be read back."""
+    """Appends every Trainer log to metrics.jsonl, with tokens/s since the previous log, the
+    training seconds so far (counted on across resumes) and the process's memory (resident now and
+    peak so far, GB), so a run's speed and memory growth can be read back."""
 
     def __init__(self, path: Path):
         self.path, self.last, self.carried, self.offset = path, None, None, 0.0
+        self.begin, self.seconds_before = time.perf_counter(), 0.0
 
     def on_train_begin(self, args, state, control, **kwargs):
-        # the token count logged up to the checkpoint (train_with_resume has cut the log back to it)
-        if state.global_step > 0 and self.path.exists():
-            counts = [json.loads(line).get("num_tokens") for line in self.path.read_text().splitlines()]
-            self.carried = max([c for c in counts if c is not None], default=None)
+        self.begin = time.perf_counter()
+        # the counts logged up to the checkpoint (train_with_resume has cut the log back to it)
+        rows = read_jsonl(self.path) if state.global_step > 0 and self.path.exists() else []
+        self.carried = max([r["num_tokens"] for r in rows if r.get("num_tokens") is not None], default=None)
+        self.seconds_before = logged_seconds(rows)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero:  # under `accelerate launch`, one process writes
@@ -92,7 +101,8 @@ class MetricsLog(TrainerCallback):
                 self.carried = None
             logs["num_tokens"] += self.offset
         now, tokens = time.perf_counter(), logs.get("num_tokens")
-        row = {"step": state.global_step, "epoch": state.epoch, **logs}
+        row = {"step": state.global_step, "epoch": state.epoch, **logs,
+               "seconds": self.seconds_before + now - self.begin}
         if tokens is not None and self.last is not None and tokens > self.last[1]:
             row["tokens_per_second"] = (tokens - self.last[1]) / (now - self.last[0])
         if tokens is not None:
@@ -195,6 +205,7 @@ def train_with_resume(trainer, directory: Path, *, config: dict, started: float)
         tmp = log.with_name(f".{log.name}.{os.getpid()}.tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         os.replace(tmp, log)
+    seconds_before = logged_seconds(read_metrics(directory)) if resume else 0.0
     try:
         result = trainer.train(resume_from_checkpoint=resume)
     except torch.cuda.OutOfMemoryError as err:
@@ -203,8 +214,12 @@ def train_with_resume(trainer, directory: Path, *, config: dict, started: float)
         save_model(trainer.model, trainer.processing_class, directory / "model")
         rows = read_metrics(directory)
         speeds = [r["tokens_per_second"] for r in rows if "tokens_per_second" in r]
-        summary = {"stage": config["stage"], "seconds": time.perf_counter() - started, "resumed_from": resume,
-                   "global_step": trainer.state.global_step, "train_loss": result.training_loss,
+        losses = [r["loss"] for r in rows if "loss" in r]
+        # over the whole stage: after a resume, the Trainer's training_loss and runtime cover only
+        # the steps since the checkpoint (and its loss is divided by all of them)
+        summary = {"stage": config["stage"], "seconds": seconds_before + time.perf_counter() - started,
+                   "resumed_from": resume, "global_step": trainer.state.global_step,
+                   "train_loss": sum(losses) / len(losses) if losses else result.training_loss,
                    "tokens": trainer.state.num_input_tokens_seen or max((r.get("num_tokens", 0) for r in rows),
                                                                         default=0),
                    "tokens_per_second": sum(speeds) / len(speeds) if speeds else None}
