@@ -5,9 +5,10 @@
     python scripts/eval_table.py runs/s1-none runs/s1-plain --paired   # two arms, task by task
 
 What: reads the episodes `evaluate` stored (runs/<run>/eval/<stage>/<world>-<split>.jsonl) and
-prints success, success by difficulty (hops for search, operations for math), format adherence,
-the stated confidence (mean, share of steps at 100, AUROC over every step and the first step,
-ECE) and the share of predicted keywords that came true.
+prints success, success by difficulty (hops for search, operations for math), on search how many
+failures answered with fewer searches than the question has hops, format adherence, the stated
+confidence (mean, share of steps at 100, AUROC over every step and the first step, ECE) and the
+share of predicted keywords that came true.
 Why: the README's headline table sets several runs side by side, and the split by difficulty
 is where the runs differ (search's wall is the 2-hop question); this puts each figure one
 command away instead of in a one-off script. Metrics come from `evaluate.summarize`, so they
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from foresight_lite.evaluate import compare_paired, stored_episodes, summarize  # noqa: E402
 from foresight_lite.probes import confidence_pairs  # noqa: E402
 
-COLUMNS = ("run", "stage", "world", "split", "success", "by difficulty", "format",
+COLUMNS = ("run", "stage", "world", "split", "success", "by difficulty", "answered early", "format",
            "confidence mean", "at 100", "AUROC all / first", "ECE", "keywords true")
 
 
@@ -38,6 +39,15 @@ def by_difficulty(episodes: list[dict]) -> str:
         counts[e["hops"]][0] += bool(e["success"])
         counts[e["hops"]][1] += 1
     return ", ".join(f"{k}: {a}/{b}" for k, (a, b) in sorted(counts.items()))
+
+
+def answered_early(episodes: list[dict]) -> str:
+    """Search: of the failed episodes, how many answered after fewer searches than the question
+    has hops (before they could have read the answer): '14 of 15 failed'."""
+    failed = [e for e in episodes if not e["success"]]
+    early = [e for e in failed if e.get("final_answer") is not None and e["hops"] > sum(
+        1 for s in e["steps"] if (s.get("action") or {}).get("tool") == "search")]
+    return f"{len(early)} of {len(failed)} failed" if failed else "-"
 
 
 def _fmt(value, digits=2) -> str:
@@ -52,6 +62,7 @@ def table_row(episodes: list[dict], **labels) -> dict:
     return {**labels,
             "success": f"{solved}/{len(episodes)} ({100 * solved / len(episodes):.0f}%)",
             "by difficulty": by_difficulty(episodes),
+            "answered early": answered_early(episodes) if labels.get("world") == "search" else "-",
             "format": _fmt(m["format_adherence"]),
             "confidence mean": _fmt(100 * sum(q) / len(q), 1) if q else "-",
             "at 100": _fmt(sum(c == 1 for c in q) / len(q)) if q else "-",

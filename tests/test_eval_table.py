@@ -38,6 +38,19 @@ def test_row_reports_success_confidence_and_grounding():
     assert row["AUROC all / first"] == "0.17 / 0.00"
 
 
+def test_answered_early_counts_failures_with_fewer_searches_than_hops():
+    search = {"action": {"tool": "search", "arguments": {"query": "x"}}}
+    answer = {"action": {"answer": "y"}}
+    episodes = [{"hops": 2, "success": False, "final_answer": "y", "steps": [search, answer]},  # early
+                {"hops": 2, "success": False, "final_answer": "y", "steps": [search, search, answer]},
+                {"hops": 1, "success": False, "final_answer": None, "steps": [search]},  # no answer
+                {"hops": 2, "success": True, "final_answer": "z", "steps": [answer]}]  # solved: not counted
+    assert eval_table.answered_early(episodes) == "1 of 3 failed"
+    assert eval_table.answered_early(episodes[3:]) == "-"
+    row = eval_table.table_row(EPISODES[:1], run="r", stage="sft", world="math", split="eval")
+    assert row["answered early"] == "-"
+
+
 def test_a_plain_run_without_confidences_prints_dashes():
     plain = [_episode(0, 1, True, [None]), _episode(1, 2, False, [None])]
     row = eval_table.table_row(plain, run="r", stage="sft", world="search", split="eval")
@@ -50,7 +63,7 @@ def test_command_line_reads_stored_episodes_and_skips_missing_worlds(tmp_path, c
     (folder / "search-eval.jsonl").write_text("".join(json.dumps(e) + "\n" for e in EPISODES))
     assert eval_table.main([str(tmp_path / "run"), "--stage", "sft"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3 and "| run | sft | search | eval | 3/4 (75%) | 1: 2/2, 2: 1/2 |" in lines[2]
+    assert len(lines) == 3 and "| run | sft | search | eval | 3/4 (75%) | 1: 2/2, 2: 1/2 | 0 of 1 failed |" in lines[2]
 
 
 def test_command_line_without_stored_evaluations_says_what_to_run(tmp_path, capsys):
