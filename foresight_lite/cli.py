@@ -5,6 +5,7 @@ train     train one stage of a run: mt (mid-training), sft or rl (GRPO), into ru
 evaluate  play held-out tasks with a run's latest model and score it
 run       train one method of the paper's table end to end (reusing finished stages), then evaluate it
 reproduce every method x seeds: train, evaluate, write results/ (tables, episodes, an HTML report)
+status    every run's stages (done, or how far an unfinished one got) and its evaluations
 """
 
 from __future__ import annotations
@@ -119,6 +120,65 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}/table.md, summary.json, episodes.jsonl.gz ({meta['episodes']} episodes) and "
           f"report.html in {meta['wall_seconds'] / 60:.1f} min")
     print(Path(args.out, "table.md").read_text())
+    return 0
+
+
+def run_folders(paths) -> list[Path]:
+    """The run folders (those holding a stage folder) at or below `paths`; links are not followed,
+    so a stage linked into a reproduce tree is listed once, where it lives."""
+    import os
+
+    from .stages import STAGES
+
+    found = set()
+    for path in paths:
+        for folder, subfolders, _ in os.walk(path):
+            stages = [Path(folder, s) for s in STAGES if s in subfolders and not Path(folder, s).is_symlink()]
+            if any((stage / f).exists() for stage in stages for f in ("stage.json", "metrics.jsonl")):
+                found.add(Path(folder))
+    return sorted(found)
+
+
+def status_rows(paths) -> list[dict]:
+    """One row per stage folder of every run at or below `paths`."""
+    from .stages import STAGES
+    from .stages.common import stage_status
+
+    rows = []
+    for run in run_folders(paths):
+        for stage in STAGES:
+            status = stage_status(run / stage)
+            if status["state"] == "missing":
+                continue
+            evaluations = []
+            for record in sorted((run / "eval" / stage).glob("*.json")):
+                row = json.loads(record.read_text()).get("row", {})
+                if row.get("episodes"):
+                    evaluations.append(f"{record.stem} {round(row['success'] * row['episodes'])}/{row['episodes']}")
+            rows.append({"run": str(run), "stage": stage, **status, "evaluations": evaluations})
+    return rows
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    paths = args.runs or [args.runs_dir]
+    missing = [p for p in paths if not Path(p).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"No folder {missing[0]}; name run folders (e.g. runs/wm) or the folder that "
+                                "holds them.")
+    rows = status_rows(paths)
+    if not rows:
+        print(f"No trained or started stages under {', '.join(map(str, paths))}; start one with "
+              "python -m foresight_lite train --stage mt --run NAME.")
+        return 0
+    print("| run | stage | state | updates | training time | evaluated (solved/played) |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        state = r["state"]
+        if r["idle_minutes"] is not None:
+            state += f", last log {r['idle_minutes']:.0f} min ago"
+        updates = str(r["updates"]) if r["state"] == "done" else f"{r['updates']} of {r['of'] or '?'} (checkpoint)"
+        minutes = "-" if r["seconds"] is None else f"{r['seconds'] / 60:.1f} min"
+        print(f"| {r['run']} | {r['stage']} | {state} | {updates} | {minutes} | {', '.join(r['evaluations']) or '-'} |")
     return 0
 
 
@@ -301,6 +361,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results", help="where the results go (default: results)")
     _shared_run_arguments(p, n_help="tasks per world and split (default: 200; 3 with --smoke)")
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser(
+        "status", help="every run's stages (done, or how far an unfinished one got) and its evaluations",
+        description="List every stage folder of the runs named (or of every run below --runs-dir): done, or "
+                    "unfinished with its last checkpoint (the same train command resumes from there) and the "
+                    "minutes since its last log, the training time, and the evaluations stored for it.",
+        epilog="example: python -m foresight_lite status   # or: status runs/wm runs/std")
+    p.add_argument("runs", nargs="*", help="run folders, or folders holding them (default: --runs-dir)")
+    p.add_argument("--runs-dir", default="runs", help="where runs live (default: runs)")
+    p.set_defaults(func=cmd_status)
     return parser
 
 

@@ -85,6 +85,29 @@ def test_interrupted_stage_resumes(tmp_path):
     assert done["train_loss"] == pytest.approx(sum(losses) / 3)
 
 
+def test_status_lists_done_and_unfinished_stages_and_their_evaluations(run, tmp_path, capsys):
+    from foresight_lite.cli import status_rows
+
+    stopped = tmp_path / "runs" / "stopped"
+    train_midtraining(stopped, corpus="standard_mt", max_steps=2, **TINY)
+    shutil.rmtree(stopped / "mt" / "model")  # stopped after its checkpoint at update 2
+    (stopped / "mt" / "complete.json").unlink()
+    (stopped / "mt-link").symlink_to(run / "mt", target_is_directory=True)  # links are not listed twice
+    (run / "eval" / "sft").mkdir(parents=True, exist_ok=True)
+    (run / "eval" / "sft" / "search-eval.json").write_text(json.dumps({"row": {"success": 0.5, "episodes": 4}}))
+    rows = {(r["run"], r["stage"]): r for r in status_rows([run, tmp_path / "runs"])}
+    assert {k: (r["state"], r["updates"]) for k, r in rows.items()} == {
+        (str(stopped), "mt"): ("unfinished", 2), (str(run), "mt"): ("done", 3), (str(run), "sft"): ("done", 3)}
+    unfinished = rows[str(stopped), "mt"]
+    assert unfinished["of"] == 2 and unfinished["seconds"] > 0 and 0 <= unfinished["idle_minutes"] < 5
+    assert rows[str(run), "sft"]["evaluations"] == ["search-eval 2/4"]
+    assert main(["status", str(tmp_path / "runs")]) == 0
+    assert "| unfinished, last log 0 min ago | 2 of 2 (checkpoint) |" in capsys.readouterr().out
+    assert main(["status", str(tmp_path / "nothing")]) == 1
+    assert "No folder" in capsys.readouterr().err
+    shutil.rmtree(run / "eval")  # the fixture's run is shared
+
+
 def test_stage_stopped_before_its_first_checkpoint_starts_a_fresh_log(tmp_path):
     run_dir = tmp_path / "r"
     train_midtraining(run_dir, corpus="standard_mt", max_steps=2, **TINY)

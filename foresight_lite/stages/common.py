@@ -150,6 +150,26 @@ def last_checkpoint(directory: Path) -> str | None:
     return str(checkpoints[-1]) if checkpoints else None
 
 
+def stage_status(directory: str | Path) -> dict:
+    """Where one stage folder stands. `state`: done, unfinished (running, or stopped: the same
+    `train` command resumes it from `updates`, its last checkpoint; 0 before the first) or
+    missing. With the updates planned, the training seconds logged and the minutes since the
+    last log (a running stage logs every few minutes)."""
+    directory = Path(directory)
+    if is_complete(directory):
+        done = json.loads((directory / "complete.json").read_text())
+        return {"state": "done", "updates": done["global_step"], "of": done["global_step"],
+                "seconds": done["seconds"], "idle_minutes": None}
+    log = directory / "metrics.jsonl"
+    if not log.exists() and not (directory / "stage.json").exists():
+        return {"state": "missing", "updates": 0, "of": None, "seconds": None, "idle_minutes": None}
+    checkpoint = last_checkpoint(directory / "checkpoints")
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text()) if checkpoint else {}
+    return {"state": "unfinished", "updates": state.get("global_step", 0), "of": state.get("max_steps"),
+            "seconds": logged_seconds(read_metrics(directory)) or None,
+            "idle_minutes": (time.time() - log.stat().st_mtime) / 60 if log.exists() else None}
+
+
 def save_model(model, tokenizer, directory: Path) -> None:
     """Merge LoRA into the weights and save, atomically (a temp folder, then a rename)."""
     if hasattr(model, "merge_and_unload"):
