@@ -36,6 +36,7 @@ from .evaluate import episodes_path
 from .methods import (EVAL_N, METHODS, SMOKE_EVAL_N, get_method, method_dir, run_method, run_root,
                       unique_stages)
 from .metrics import confidence_interval
+from .stages.common import stage_status
 from .teacher import TEACHER_VERSION
 from .traces import read_jsonl
 
@@ -138,7 +139,9 @@ def markdown_table(summary: dict) -> str:
               f"Machine: {meta['machine']['summary']}  ",
               f"Wall time of this call: {meta['wall_seconds'] / 60:.1f} min; compute in the results "
               f"(training + evaluation, all stages and cells): {meta['train_seconds'] / 60:.1f} + "
-              f"{meta['eval_seconds'] / 60:.1f} min  ",
+              f"{meta['eval_seconds'] / 60:.1f} min"
+              + (f" ({meta['stages_untimed']} stage{'s' * (meta['stages_untimed'] > 1)} not counted: resumed "
+                 "after an interruption, its time was not recorded)" if meta.get("stages_untimed") else "") + "  ",
               f"Seeds {seeds}; {meta['tasks_per_world_and_split']} tasks per world and split; "
               + (f"teacher version {meta['teacher_version']}; " if "teacher_version" in meta else "")
               + (f"{k} samples per task (success = mean@{k}, pass@{k})" if k > 1 else "greedy decoding"), "",
@@ -274,11 +277,13 @@ def machine() -> dict:
 def _compute_seconds(*, methods, roots, worlds, splits) -> dict:
     """Training and evaluation seconds recorded by every stage and cell the results use (each once)."""
     train = evaluate = 0.0
+    unknown = 0  # stages resumed before their log counted seconds: only the last attempt was timed
     for root in roots:
         for folder in unique_stages(methods, root):
-            done = folder / "complete.json"
-            if done.exists():
-                train += json.loads(done.read_text()).get("seconds", 0.0)
+            status = stage_status(folder)
+            if status["state"] == "done":
+                train += status["seconds"] or 0.0
+                unknown += status["seconds"] is None
         for name in methods:
             stage = get_method(name).final_stage
             for world in worlds:
@@ -286,7 +291,7 @@ def _compute_seconds(*, methods, roots, worlds, splits) -> dict:
                     cell = method_dir(name, root) / "eval" / stage / f"{world}-{split}.json"
                     if cell.exists():
                         evaluate += json.loads(cell.read_text()).get("seconds", 0.0)
-    return {"train_seconds": train, "eval_seconds": evaluate}
+    return {"train_seconds": train, "eval_seconds": evaluate, "stages_untimed": unknown}
 
 
 def _write_episodes(path: Path, *, methods, seeds, roots, worlds, splits) -> int:

@@ -264,6 +264,12 @@ def test_reproduce_reuses_stages_trained_with_train_when_linked_into_its_tree(tm
           *common])
     # as `evaluate` would, at the smoke run's reply length (a real run's is the default of both)
     evaluate_run(runs / "std-plain", stage="sft", splits=("eval",), n=2, max_new_tokens=SMOKE_MAX_NEW_TOKENS)
+    # stage 1 as a stage resumed before whole stages were timed: its seconds cover the last attempt
+    log = runs / "std" / "mt" / "metrics.jsonl"
+    log.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "seconds"}) + "\n"
+                           for line in log.read_text().splitlines()))
+    record = json.loads((runs / "std" / "mt" / "complete.json").read_text())
+    (runs / "std" / "mt" / "complete.json").write_text(json.dumps({**record, "resumed_from": "checkpoint-2"}))
     node = tree / "tiny-s0-smoke" / "mt-standard_mt"
     node.mkdir(parents=True)
     (node / "mt").symlink_to(runs / "std" / "mt")
@@ -280,3 +286,6 @@ def test_reproduce_reuses_stages_trained_with_train_when_linked_into_its_tree(tm
     summary = json.loads((tmp_path / "results" / "summary.json").read_text())
     assert {(r["method"], r["world"], r["split"]) for r in summary["rows"]} == {("sft", w, "eval")
                                                                               for w in ("search", "math")}
+    sft_seconds = json.loads(done[1])["seconds"]
+    assert summary["meta"]["train_seconds"] == pytest.approx(sft_seconds)  # stage 1 left out, and said so
+    assert "(1 stage not counted: resumed after an interruption" in (tmp_path / "results" / "table.md").read_text()
