@@ -160,8 +160,8 @@ def stage_status(directory: str | Path) -> dict:
         done = json.loads((directory / "complete.json").read_text())
         # a stage resumed before the log counted seconds recorded its last attempt only: unknown
         known = not done.get("resumed_from") or logged_seconds(read_metrics(directory)) > 0
-        return {"state": "done", "updates": done["global_step"], "of": done["global_step"],
-                "seconds": done["seconds"] if known else None, "idle_minutes": None}
+        return {"state": "done", "updates": done.get("global_step"), "of": done.get("global_step"),
+                "seconds": done.get("seconds") if known else None, "idle_minutes": None}
     log = directory / "metrics.jsonl"
     if not log.exists() and not (directory / "stage.json").exists():
         return {"state": "missing", "updates": 0, "of": None, "seconds": None, "idle_minutes": None}
