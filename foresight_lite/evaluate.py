@@ -320,6 +320,12 @@ def episodes_path(run_dir, stage: str, world: str, split: str) -> Path:
     return Path(run_dir) / "eval" / stage / f"{world}-{split}.jsonl"
 
 
+def record_path(run_dir, stage: str, world: str, split: str) -> Path:
+    """Where `evaluate_run` stores one world and split's record: its settings, seconds and metrics row,
+    written last, so it marks the evaluation done."""
+    return episodes_path(run_dir, stage, world, split).with_suffix(".json")
+
+
 def stored_episodes(run_dir, stage: str, world: str, split: str) -> list[dict]:
     """The episodes `evaluate_run` stored for one world and split of a run; [] if it has none."""
     path = episodes_path(run_dir, stage, world, split)
@@ -367,7 +373,7 @@ def evaluate_run(run_dir, *, stage: str | None = None, worlds=("search", "math")
     loaded, rows = None, []
     for world in worlds:
         for split in splits:
-            record = out_dir / f"{world}-{split}.json"
+            record = record_path(run_dir, stage, world, split)
             if not force and record.exists() and episodes_path(run_dir, stage, world, split).exists():
                 previous = json.loads(record.read_text())
                 if previous.get("settings") == key:

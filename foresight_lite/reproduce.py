@@ -32,7 +32,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .envs import WORLDS
-from .evaluate import episodes_path
+from .evaluate import episodes_path, record_path
 from .methods import (EVAL_N, METHODS, SMOKE_EVAL_N, get_method, method_dir, run_method, run_root,
                       unique_stages)
 from .metrics import confidence_interval
@@ -288,7 +288,7 @@ def _compute_seconds(*, methods, roots, worlds, splits) -> dict:
             stage = get_method(name).final_stage
             for world in worlds:
                 for split in splits:
-                    cell = method_dir(name, root) / "eval" / stage / f"{world}-{split}.json"
+                    cell = record_path(method_dir(name, root), stage, world, split)
                     if cell.exists():
                         evaluate += json.loads(cell.read_text()).get("seconds", 0.0)
     return {"train_seconds": train, "eval_seconds": evaluate, "stages_untimed": unknown}
