@@ -25,7 +25,7 @@ import torch
 from transformers import TrainerCallback
 
 from ..models import is_embedding_parameter
-from ..traces import read_jsonl
+from ..traces import atomic_write, read_jsonl
 
 STAGES = ("mt", "sft", "rl")
 
@@ -219,15 +219,13 @@ def train_with_resume(trainer, directory: Path, *, config: dict, started: float)
     """Run `trainer` (resuming from its last checkpoint), save the model, mark the stage done."""
     trainer.add_callback(TrimHeap())
     resume = last_checkpoint(Path(trainer.args.output_dir))
-    log = directory / "metrics.jsonl"
-    if log.exists() and trainer.is_world_process_zero():
+    seconds_before = 0.0  # training time of the attempts before this one, up to the checkpoint
+    if (directory / "metrics.jsonl").exists() and trainer.is_world_process_zero():
         # drop rows logged after the checkpoint; with none (stopped before the first), every row
         step = int(resume.rsplit("-", 1)[-1]) if resume else 0
-        kept = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= step]
-        tmp = log.with_name(f".{log.name}.{os.getpid()}.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, log)
-    seconds_before = logged_seconds(read_metrics(directory)) if resume else 0.0
+        kept = [row for row in read_metrics(directory) if row["step"] <= step]
+        atomic_write(directory / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in kept))
+        seconds_before = logged_seconds(kept)
     try:
         result = trainer.train(resume_from_checkpoint=resume)
     except torch.cuda.OutOfMemoryError as err:
