@@ -304,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-traces", type=_positive, default=400,
                    help="mt and sft: teacher trajectories per world (default: 400)")
     p.add_argument("--seed", type=int, default=0, help="seed of the world, the traces and training (default: 0)")
-    p.add_argument("--max-steps", type=_positive, help="stop after this many optimizer steps")
+    p.add_argument("--max-steps", type=_positive,
+                   help="stop after this many optimizer steps (stage rl: default 8 updates, 2 with --smoke)")
     p.add_argument("--epochs", type=_positive, help="mt and sft: passes over the trajectories (default: 1 for mt; "
                                                     "2 for sft, 1 on the GPU presets)")
     p.add_argument("--learning-rate", type=float, help="override the recipe's learning rate")
@@ -341,8 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="train one method end to end, then evaluate it",
         description="Train every stage of one method of the paper's table that is not trained yet, then play "
                     "held-out tasks with its final model. Stages shared between methods live in one folder tree, "
-                    "RUNS_DIR/<preset>-s<seed>[-smoke]/mt-<corpus>/sft-<corpus>/rl-<method>/, so a method that "
-                    "begins like one already trained reuses those stages. Methods: " + table + ".",
+                    "RUNS_DIR/<preset>-s<seed>[-<worlds>][-smoke]/mt-<corpus>/sft-<corpus>/rl-<method>/ "
+                    "(<worlds> only when not both), so a method that begins like one already trained reuses "
+                    "those stages. Methods: " + table + ".",
         epilog="example: python -m foresight_lite run --method full --preset tiny --smoke")
     p.add_argument("--method", choices=list(METHODS), required=True, help="which row of the table")
     p.add_argument("--seed", type=int, default=0, help="seed of the world, the traces and training (default: 0)")
