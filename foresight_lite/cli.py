@@ -354,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "reproduce", help="every method x seeds: train, evaluate, write the results table and report",
         description="Train and evaluate every method (or --methods) for every seed, training each shared stage "
-                    "once, then write OUT/table.md (mean ± Student-t 95%% half-width over seeds), "
+                    "once, then write OUT/table.md (mean ± Student-t 95% half-width over seeds), "
                     "OUT/summary.json, OUT/episodes.jsonl.gz (every episode) and OUT/report.html (self-contained "
                     "plotly figures). Run it again after an interruption: finished stages and evaluations are "
                     "skipped.",

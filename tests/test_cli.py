@@ -34,6 +34,18 @@ def test_module_entry_point_help():
     assert "Monte Carlo" in out and "--env" in out
 
 
+def test_every_help_page_renders_cleanly():
+    """argparse formats % only in arguments' help; a %% in a description shows up doubled."""
+    from foresight_lite.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.choices and isinstance(a.choices, dict))
+    pages = [parser.format_help()] + [sub.format_help() for sub in subparsers.choices.values()]
+    assert len(pages) > 5
+    for page in pages:
+        assert "%%" not in page and "%(" not in page
+
+
 def test_epochs_is_refused_for_the_rl_stage(tmp_path, capsys):
     argv = ["train", "--stage", "rl", "--run", "x", "--runs-dir", str(tmp_path), "--epochs", "2"]
     assert main(argv) == 1
