@@ -21,6 +21,12 @@ rl:       stage 3 (FC-RL) with the default recipe, from --model (a finished stag
           runs/wm/sft; default: the preset's own weights): wall time, episodes/s, share of the
           time spent generating (tool calls included), peak memory (a subprocess).
           `python scripts/benchmark.py rl --preset tiny --smoke` checks the section in seconds.
+method:   one method end to end, as `reproduce --methods full --seeds 0 --worlds search` runs it: all
+          three stages and the evaluation (200 tasks of each held-out split), one world, one seed,
+          in a fresh runs folder: wall time, training and evaluation minutes (target: under 35
+          minutes). Hours in fp32; `--preset tiny --smoke` checks the section in a minute.
+smoke:    `reproduce --smoke` on tiny (every method, three seeds, a fresh runs folder): wall time
+          (target: under 5 minutes).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import argparse
 import os
 import platform
 import time
+from pathlib import Path
 
 
 def bench_traces() -> None:
@@ -305,8 +312,37 @@ def bench_rl(model_path: str | None = None, preset: str = "smollm2-135m", smoke:
               f"calibration reward per step {[round(x, 2) for x in r['calib']]}")
 
 
+def bench_reproduce(*argv: str) -> dict:
+    """Wall time of one fresh `reproduce` call (a subprocess), and the compute its summary records."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "foresight_lite", "reproduce", *argv, "--runs-dir", f"{tmp}/runs",
+                        "--out", f"{tmp}/results"], check=True, stdout=subprocess.DEVNULL)
+        seconds = time.perf_counter() - start
+        meta = json.loads(Path(tmp, "results", "summary.json").read_text())["meta"]
+    print(f"reproduce {' '.join(argv)}: {seconds / 60:.1f} min wall time; training "
+          f"{meta['train_seconds'] / 60:.1f} min, evaluation {meta['eval_seconds'] / 60:.1f} min")
+    return {"seconds": seconds, "train_seconds": meta["train_seconds"], "eval_seconds": meta["eval_seconds"]}
+
+
+def bench_method(preset: str = "smollm2-135m", smoke: bool = False) -> None:
+    argv = ["--methods", "full", "--seeds", "0", "--worlds", "search", "--preset", preset] + ["--smoke"] * smoke
+    bench_reproduce(*argv)
+    print("method  target: one method end to end (one world, one seed) in under 35 minutes")
+
+
+def bench_smoke() -> None:
+    bench_reproduce("--smoke")
+    print("smoke   target: reproduce --smoke on tiny in under 5 minutes")
+
+
 SECTIONS = {"traces": bench_traces, "peak": bench_peak, "train": bench_train, "generate": bench_generate,
-            "rl": bench_rl}
+            "rl": bench_rl, "method": bench_method, "smoke": bench_smoke}
 
 
 def main() -> None:
@@ -314,10 +350,11 @@ def main() -> None:
     parser.add_argument("sections", nargs="*", help=f"any of: {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--model", help="generate: a trained model folder (default: the preset's base model); "
                                         "rl: a finished stage folder to start from (default: the preset's weights)")
-    parser.add_argument("--preset", default="smollm2-135m", help="generate, rl: the model preset (default: smollm2-135m)")
+    parser.add_argument("--preset", default="smollm2-135m",
+                        help="generate, rl, method: the model preset (default: smollm2-135m)")
     parser.add_argument("--episodes", type=int, default=16, help="generate: episodes, and the batch size (default: 16)")
     parser.add_argument("--max-new-tokens", type=int, default=160, help="generate: per turn (default: 160)")
-    parser.add_argument("--smoke", action="store_true", help="rl: the seconds-long smoke recipe")
+    parser.add_argument("--smoke", action="store_true", help="rl, method: the smoke recipe (seconds to a minute)")
     args = parser.parse_args()
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
@@ -328,6 +365,8 @@ def main() -> None:
             bench_generate(args.model, preset=args.preset, episodes=args.episodes, max_new_tokens=args.max_new_tokens)
         elif name == "rl":
             SECTIONS[name](args.model, preset=args.preset, smoke=args.smoke)
+        elif name == "method":
+            bench_method(args.preset, smoke=args.smoke)
         else:
             SECTIONS[name]()
 

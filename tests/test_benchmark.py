@@ -32,3 +32,15 @@ def test_rl_benchmark_on_tiny_smoke():
     assert re.search(r"rl      tiny fc_rl: \d+ s in all, 2 steps, 8 episodes, \d+\.\d+ episodes/s, \d+% of step time "
                      r"generating \(\d+\.\d completion tokens/s", out), out
     assert re.search(r"success per step \[[\d., ]+\], calibration reward per step \[[-\d., ]+\]", out), out
+
+
+@pytest.mark.slow
+def test_method_benchmark_on_tiny_smoke():
+    out = subprocess.run([sys.executable, str(ROOT / "scripts/benchmark.py"), "method", "--preset", "tiny", "--smoke"],
+                         capture_output=True, text=True, check=True).stdout
+    found = re.search(r"reproduce --methods full --seeds 0 --worlds search --preset tiny --smoke: (\d+\.\d) min wall "
+                      r"time; training (\d+\.\d) min, evaluation (\d+\.\d) min", out)
+    assert found, out
+    wall, train, evaluate = map(float, found.groups())
+    assert train + evaluate <= wall + 0.1  # the stages' own clocks run inside the call's
+    assert "under 35 minutes" in out
