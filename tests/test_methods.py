@@ -264,10 +264,13 @@ def test_reproduce_reuses_stages_trained_with_train_when_linked_into_its_tree(tm
           *common])
     # as `evaluate` would, at the smoke run's reply length (a real run's is the default of both)
     evaluate_run(runs / "std-plain", stage="sft", splits=("eval",), n=2, max_new_tokens=SMOKE_MAX_NEW_TOKENS)
-    # stage 1 as a stage resumed before whole stages were timed: its seconds cover the last attempt
+    # stage 1 as a stage first trained before whole stages were timed and resumed after: the rows of
+    # its first attempt lack seconds, so its record covers the last attempt only
     log = runs / "std" / "mt" / "metrics.jsonl"
-    log.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "seconds"}) + "\n"
-                           for line in log.read_text().splitlines()))
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(rows) >= 2
+    log.write_text("".join(json.dumps({k: v for k, v in row.items() if k != "seconds"}) + "\n" for row in rows[:-1])
+                   + json.dumps(rows[-1]) + "\n")
     record = json.loads((runs / "std" / "mt" / "complete.json").read_text())
     (runs / "std" / "mt" / "complete.json").write_text(json.dumps({**record, "resumed_from": "checkpoint-2"}))
     node = tree / "tiny-s0-smoke" / "mt-standard_mt"

@@ -158,8 +158,9 @@ def stage_status(directory: str | Path) -> dict:
     directory = Path(directory)
     if is_complete(directory):
         done = json.loads((directory / "complete.json").read_text())
-        # a stage resumed before the log counted seconds recorded its last attempt only: unknown
-        known = not done.get("resumed_from") or logged_seconds(read_metrics(directory)) > 0
+        # a stage resumed after an attempt whose log rows lack seconds (written before the log counted
+        # them) recorded the later attempts only: unknown
+        known = not done.get("resumed_from") or all("seconds" in row for row in read_metrics(directory))
         return {"state": "done", "updates": done.get("global_step"), "of": done.get("global_step"),
                 "seconds": done.get("seconds") if known else None, "idle_minutes": None}
     log = directory / "metrics.jsonl"
