@@ -176,8 +176,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         state = r["state"]
         if r["idle_minutes"] is not None:
             state += f", last log {r['idle_minutes']:.0f} min ago"
-        updates = (str(r["updates"] if r["updates"] is not None else "?") if r["state"] == "done"
-                   else f"{r['updates']} of {r['of'] or '?'} (checkpoint)")
+        if r["state"] == "done":
+            updates = str(r["updates"] if r["updates"] is not None else "?")
+        else:  # what the same train command resumes from
+            updates = f"{r['updates']} of {r['of'] or '?'} (checkpoint)" if r["updates"] else "no checkpoint yet"
         minutes = "-" if r["seconds"] is None else f"{r['seconds'] / 60:.1f} min"
         print(f"| {r['run']} | {r['stage']} | {state} | {updates} | {minutes} | {', '.join(r['evaluations']) or '-'} |")
     return 0

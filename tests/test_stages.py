@@ -104,6 +104,10 @@ def test_status_lists_done_and_unfinished_stages_and_their_evaluations(run, tmp_
     assert main(["status", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
     assert "| unfinished, last log " in out and " min ago | 2 of 2 (checkpoint) |" in out
+    shutil.rmtree(stopped / "mt" / "checkpoints")  # stopped before its first checkpoint
+    assert main(["status", str(stopped)]) == 0
+    out = capsys.readouterr().out
+    assert "| unfinished, last log " in out and " min ago | no checkpoint yet |" in out
     assert main(["status", str(tmp_path / "nothing")]) == 1
     assert "No folder" in capsys.readouterr().err
     shutil.rmtree(run / "eval")  # the fixture's run is shared
