@@ -56,9 +56,7 @@ def require_stage(path: str | Path, *, hint: str) -> Path:
 
 
 def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: launchers start several
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def read_metrics(stage: str | Path) -> list[dict]:
