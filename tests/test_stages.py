@@ -104,6 +104,9 @@ def test_status_lists_done_and_unfinished_stages_and_their_evaluations(run, tmp_
     assert main(["status", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
     assert "| unfinished, last log " in out and " min ago | 2 of 2 (checkpoint) |" in out
+    log = stopped / "mt" / "metrics.jsonl"  # an earlier attempt's rows, logged before seconds were counted
+    log.write_text(json.dumps({"step": 0, "loss": 1.0}) + "\n" + log.read_text())
+    assert status_rows([stopped])[0]["seconds"] is None
     shutil.rmtree(stopped / "mt" / "checkpoints")  # stopped before its first checkpoint
     assert main(["status", str(stopped)]) == 0
     out = capsys.readouterr().out

@@ -166,8 +166,9 @@ def stage_status(directory: str | Path) -> dict:
         return {"state": "missing", "updates": 0, "of": None, "seconds": None, "idle_minutes": None}
     checkpoint = last_checkpoint(directory / "checkpoints")
     state = json.loads((Path(checkpoint) / "trainer_state.json").read_text()) if checkpoint else {}
+    rows = read_metrics(directory)  # as above: rows without seconds leave the time so far unknown
     return {"state": "unfinished", "updates": state.get("global_step", 0), "of": state.get("max_steps"),
-            "seconds": logged_seconds(read_metrics(directory)) or None,
+            "seconds": logged_seconds(rows) if rows and all("seconds" in row for row in rows) else None,
             "idle_minutes": (time.time() - log.stat().st_mtime) / 60 if log.exists() else None}
 
 
