@@ -136,7 +136,9 @@ def markdown_table(summary: dict) -> str:
     if meta.get("mechanics_only"):
         lines += ["**The `tiny` preset checks the mechanics only: these numbers mean nothing about the paper.**", ""]
     lines += [f"Command: `{meta['command']}`  ",
-              f"Machine: {meta['machine']['summary']}  ",
+              f"Machine: {meta['machine']['summary']}"
+              + (f"; stages trained in {', '.join(meta['stage_dtypes'])}" if meta.get("stage_dtypes") else "")
+              + "  ",
               f"Wall time of this call: {meta['wall_seconds'] / 60:.1f} min; compute in the results "
               f"(training + evaluation, all stages and cells): {meta['train_seconds'] / 60:.1f} + "
               f"{meta['eval_seconds'] / 60:.1f} min"
@@ -278,9 +280,12 @@ def _compute_seconds(*, methods, roots, worlds, splits) -> dict:
     """Training and evaluation seconds recorded by every stage and cell the results use (each once)."""
     train = evaluate = 0.0
     unknown = 0  # stages resumed before their log counted seconds: only the last attempt was timed
+    dtypes = set()  # fp32 where the CPU has no fast bf16: 2-3x slower, and it rounds differently
     for root in roots:
         for folder in unique_stages(methods, root):
             status = stage_status(folder)
+            if (folder / "stage.json").exists():
+                dtypes.add(json.loads((folder / "stage.json").read_text()).get("dtype") or "unknown")
             if status["state"] == "done":
                 train += status["seconds"] or 0.0
                 unknown += status["seconds"] is None
@@ -291,7 +296,8 @@ def _compute_seconds(*, methods, roots, worlds, splits) -> dict:
                     cell = record_path(method_dir(name, root), stage, world, split)
                     if cell.exists():
                         evaluate += json.loads(cell.read_text()).get("seconds", 0.0)
-    return {"train_seconds": train, "eval_seconds": evaluate, "stages_untimed": unknown}
+    return {"train_seconds": train, "eval_seconds": evaluate, "stages_untimed": unknown,
+            "stage_dtypes": sorted(dtypes)}
 
 
 def _write_episodes(path: Path, *, methods, seeds, roots, worlds, splits) -> int:

@@ -330,7 +330,8 @@ def bench_reproduce(*argv: str, folder: str | None = None) -> dict:
         seconds = time.perf_counter() - start
         meta = json.loads((folder / "results" / "summary.json").read_text())["meta"]
     print(f"reproduce {' '.join(argv)}: training {meta['train_seconds'] / 60:.1f} min, evaluation "
-          f"{meta['eval_seconds'] / 60:.1f} min; {seconds / 60:.1f} min wall time for this call")
+          f"{meta['eval_seconds'] / 60:.1f} min; {seconds / 60:.1f} min wall time for this call; stages trained "
+          f"in {', '.join(meta['stage_dtypes'])}")
     return {"seconds": seconds, "train_seconds": meta["train_seconds"], "eval_seconds": meta["eval_seconds"]}
 
 

@@ -39,7 +39,8 @@ def test_method_benchmark_on_tiny_smoke():
     out = subprocess.run([sys.executable, str(ROOT / "scripts/benchmark.py"), "method", "--preset", "tiny", "--smoke"],
                          capture_output=True, text=True, check=True).stdout
     found = re.search(r"reproduce --methods full --seeds 0 --worlds search --preset tiny --smoke: training "
-                      r"(\d+\.\d) min, evaluation (\d+\.\d) min; (\d+\.\d) min wall time for this call", out)
+                      r"(\d+\.\d) min, evaluation (\d+\.\d) min; (\d+\.\d) min wall time for this call; "
+                      r"stages trained in float32", out)
     assert found, out
     train, evaluate, wall = map(float, found.groups())
     assert train + evaluate <= wall + 0.1  # the stages' own clocks run inside the call's

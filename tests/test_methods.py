@@ -170,6 +170,7 @@ def test_reproduce_smoke_end_to_end_and_resume(tmp_path, rl_module, monkeypatch,
     table = (out / "table.md").read_text()
     assert table.count("## ") == 4 and all(f"(`{name}`)" in table for name in METHODS)
     assert "mechanics only" in table and f"teacher version {TEACHER_VERSION}; " in table
+    assert summary["meta"]["stage_dtypes"] == ["float32"] and "stages trained in float32" in table
     report = (out / "report.html").read_text()
     assert "plotly.js v" in report and "<script src=" not in report  # the library inlined, nothing fetched
     assert "format-capability gap" in report and "Reliability per method" in report
