@@ -3,6 +3,7 @@
     python scripts/eval_table.py runs/v8 runs/v8-plus1 --stage sft
     python scripts/eval_table.py runs/v10-rl --stage rl --split eval
     python scripts/eval_table.py runs/s1-none runs/s1-plain --paired   # two arms, task by task
+    python scripts/eval_table.py runs/v13-fc_rl:sft runs/v13-fc_rl --stage rl --paired   # before and after RL
 
 What: reads the episodes `evaluate` stored (runs/<run>/eval/<stage>/<world>-<split>.jsonl) and
 prints success, success by difficulty (hops for search, operations for math), on search how many
@@ -14,7 +15,8 @@ is where the runs differ (search's wall is the 2-hop question); this puts each f
 command away instead of in a one-off script. Metrics come from `evaluate.summarize`, so they
 match summary.json. `--paired` compares two runs on the same tasks instead: how many tasks only
 one of them solved, and the exact McNemar p-value (`evaluate.compare_paired`), so a difference
-of a few tasks of 30 is read as what it is.
+of a few tasks of 30 is read as what it is. A run written `RUN:STAGE` is read at that stage
+instead of `--stage`'s, so one table or pair can hold a model before and after a stage.
 """
 
 from __future__ import annotations
@@ -71,14 +73,21 @@ def table_row(episodes: list[dict], **labels) -> dict:
             "keywords true": "-" if m["grounding"] is None else f"{100 * m['grounding']:.1f}%"}
 
 
+def run_and_stage(arg, stage: str) -> tuple[Path, str]:
+    """`runs/A:rl` -> (runs/A, "rl"); a run without a stage of its own takes `stage`."""
+    run, sep, own = str(arg).rpartition(":")
+    return (Path(run), own) if sep and own in ("mt", "sft", "rl") else (Path(arg), stage)
+
+
 def collect(run_dirs, *, stage: str, split: str, worlds=("search", "math")) -> list[dict]:
     """Rows for every stored evaluation among `run_dirs`; a missing file is skipped, not an error."""
     rows = []
-    for run in run_dirs:
+    for arg in run_dirs:
+        run, run_stage = run_and_stage(arg, stage)
         for world in worlds:
-            episodes = stored_episodes(run, stage, world, split)
+            episodes = stored_episodes(run, run_stage, world, split)
             if episodes:
-                rows.append(table_row(episodes, run=Path(run).name, stage=stage, world=world, split=split))
+                rows.append(table_row(episodes, run=run.name, stage=run_stage, world=world, split=split))
     return rows
 
 
@@ -89,7 +98,7 @@ def paired_rows(run_a, run_b, *, stage: str, split: str, worlds=("search", "math
     """Per world: the two runs' outcomes on the same tasks, and McNemar's exact test."""
     rows = []
     for world in worlds:
-        a, b = (stored_episodes(r, stage, world, split) for r in (run_a, run_b))
+        a, b = (stored_episodes(*run_and_stage(r, stage), world, split) for r in (run_a, run_b))
         if not a or not b:
             continue
         try:
@@ -109,7 +118,8 @@ def markdown(rows: list[dict], columns=COLUMNS) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", help="run directories (runs/<run>)")
+    parser.add_argument("runs", nargs="+", help="run directories (runs/<run>); runs/<run>:rl reads that run at "
+                                                "stage rl whatever --stage says")
     parser.add_argument("--stage", default="sft", help="which evaluated stage: mt, sft or rl (default sft)")
     parser.add_argument("--split", default="eval", help="eval or ood (default eval)")
     parser.add_argument("--paired", action="store_true",
@@ -125,7 +135,8 @@ def main(argv=None) -> int:
         if not rows:
             parser.error(f"no world has a stored evaluation of stage {args.stage!r} on split {args.split!r} in "
                          f"both runs")
-        print(f"A = {Path(args.runs[0]).name}, B = {Path(args.runs[1]).name}")
+        print("A = {}, B = {}".format(*(f"{run.name} ({stage})" if ":" in arg else run.name for arg in args.runs
+                                       for run, stage in [run_and_stage(arg, args.stage)])))
         print(markdown(rows, PAIRED_COLUMNS))
         return 0
     rows = collect(args.runs, stage=args.stage, split=args.split)

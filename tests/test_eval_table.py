@@ -72,8 +72,8 @@ def test_command_line_without_stored_evaluations_says_what_to_run(tmp_path, caps
     assert "foresight_lite evaluate RUN --stage rl" in capsys.readouterr().err
 
 
-def _store(run_dir, episodes, world="search"):
-    folder = run_dir / "eval" / "sft"
+def _store(run_dir, episodes, world="search", stage="sft"):
+    folder = run_dir / "eval" / stage
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{world}-eval.jsonl").write_text("".join(json.dumps(e) + "\n" for e in episodes))
 
@@ -98,3 +98,17 @@ def test_paired_comparison_refuses_runs_that_played_different_tasks(tmp_path, ca
     with pytest.raises(SystemExit):
         eval_table.main([str(tmp_path / "a"), "--paired"])
     assert "exactly two runs" in capsys.readouterr().err
+
+
+def test_a_run_written_with_a_stage_is_read_at_that_stage(tmp_path, capsys):
+    # the same run before (sft) and after (rl) a stage, in one table and as a pair
+    _store(tmp_path / "a", EPISODES)
+    _store(tmp_path / "a", [dict(e, success=not e["success"]) for e in EPISODES], stage="rl")
+    assert eval_table.run_and_stage(tmp_path / "a", "sft") == (tmp_path / "a", "sft")
+    assert eval_table.run_and_stage(f"{tmp_path / 'a'}:rl", "sft") == (tmp_path / "a", "rl")
+    assert eval_table.main([f"{tmp_path / 'a'}:rl", str(tmp_path / "a"), "--stage", "sft"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "| a | rl | search | eval | 1/4 (25%) |" in lines[2] and "| a | sft | search | eval | 3/4 (75%) |" in lines[3]
+    assert eval_table.main([str(tmp_path / "a"), f"{tmp_path / 'a'}:rl", "--paired"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "A = a, B = a (rl)" and out[3].startswith("| search | eval | 4 | 3 | 1 | 3 | 1 |")
