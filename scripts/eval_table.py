@@ -3,7 +3,7 @@
     python scripts/eval_table.py runs/v8 runs/v8-plus1 --stage sft
     python scripts/eval_table.py runs/v10-rl --stage rl --split eval
     python scripts/eval_table.py runs/s1-none runs/s1-plain --paired   # two arms, task by task
-    python scripts/eval_table.py runs/v13-fc_rl:sft runs/v13-fc_rl --stage rl --paired   # before and after RL
+    python scripts/eval_table.py runs/v11-std runs/v13-fc_rl:rl --paired   # before and after RL (sft, then rl)
 
 What: reads the episodes `evaluate` stored (runs/<run>/eval/<stage>/<world>-<split>.jsonl) and
 prints success, success by difficulty (hops for search, operations for math), on search how many
