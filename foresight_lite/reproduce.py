@@ -49,7 +49,6 @@ TABLE_COLUMNS = (("success", "success %", True), ("pass_at_k", "pass@k %", True)
                  ("format_adherence", "format %", True), ("grounding", "grounding %", True),
                  ("brier_all", "Brier", False), ("ece_all", "ECE", False), ("auroc_all", "AUROC", False),
                  ("tokens_per_episode", "tokens/episode", False))
-REFERENCE_DIRS = (Path("data/reference_results"), Path("../data/reference_results"))
 
 
 def reproduce(out: str | Path = "results", *, runs_dir: str | Path = "runs", preset: str | None = None,
@@ -339,9 +338,11 @@ def load_results(path: str | Path) -> dict:
     return json.loads(file.read_text())
 
 
-def find_reference_results() -> Path | None:
-    """The committed reference results (data/reference_results/), from the repo root or notebooks/."""
-    for folder in REFERENCE_DIRS:
+def find_reference_results(name: str = "reference_results") -> Path | None:
+    """Committed results, data/<name>/, from the repo root or notebooks/: `reference_results` (the
+    SFT-stage rows, both worlds) or `reference_results_search` (the full method and its neighbours,
+    search only, 200 tasks)."""
+    for folder in (Path("data") / name, Path("../data") / name):
         if (folder / "summary.json").exists():
             return folder
     return None

@@ -293,3 +293,21 @@ def test_reproduce_reuses_stages_trained_with_train_when_linked_into_its_tree(tm
     sft_seconds = json.loads(done[1])["seconds"]
     assert summary["meta"]["train_seconds"] == pytest.approx(sft_seconds)  # stage 1 left out, and said so
     assert "(1 stage not counted: resumed after an interruption" in (tmp_path / "results" / "table.md").read_text()
+
+
+@pytest.mark.parametrize("name, methods", [("reference_results", {"sft", "fe_sft", "wm_fe_sft"}),
+                                           ("reference_results_search", {"wm_fe_sft", "wm_fe_sft_rl", "full"})])
+def test_committed_reference_results_are_found_from_root_and_notebooks_and_draw(name, methods, monkeypatch):
+    from foresight_lite.reproduce import figures, find_reference_results, load_results, read_episodes
+
+    root = Path(__file__).resolve().parent.parent
+    for where in (root, root / "notebooks"):
+        monkeypatch.chdir(where)
+        folder = find_reference_results(name)
+        assert folder is not None and folder.resolve() == root / "data" / name
+    summary = load_results(folder)
+    assert {r["method"] for r in summary["aggregate"]} == methods and not summary["meta"]["mechanics_only"]
+    assert f"--out data/{name}`" in (folder / "table.md").read_text()  # the header names the command that wrote it
+    assert {"success-eval", "calibration-eval", "gap-eval", "reliability-eval"} <= set(
+        figures(summary, read_episodes(folder)))
+    assert find_reference_results("no_such_results") is None
