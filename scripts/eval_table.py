@@ -135,8 +135,9 @@ def main(argv=None) -> int:
         if not rows:
             parser.error(f"no world has a stored evaluation of stage {args.stage!r} on split {args.split!r} in "
                          f"both runs")
-        print("A = {}, B = {}".format(*(f"{run.name} ({stage})" if ":" in arg else run.name for arg in args.runs
-                                       for run, stage in [run_and_stage(arg, args.stage)])))
+        a, b = (run_and_stage(arg, args.stage) for arg in args.runs)
+        print(", ".join(f"{key} = {run.name}" + (f" ({stage})" if stage != args.stage else "")
+                        for key, (run, stage) in (("A", a), ("B", b))))
         print(markdown(rows, PAIRED_COLUMNS))
         return 0
     rows = collect(args.runs, stage=args.stage, split=args.split)
