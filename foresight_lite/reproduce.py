@@ -276,7 +276,8 @@ def machine() -> dict:
 
 
 def _compute_seconds(*, methods, roots, worlds, splits) -> dict:
-    """Training and evaluation seconds recorded by every stage and cell the results use (each once)."""
+    """Training and evaluation seconds recorded by every stage and cell the results use (each once), and
+    the dtypes those stages trained in."""
     train = evaluate = 0.0
     unknown = 0  # stages resumed before their log counted seconds: only the last attempt was timed
     dtypes = set()  # fp32 where the CPU has no fast bf16: 2-3x slower, and it rounds differently
