@@ -148,6 +148,11 @@ def last_checkpoint(directory: Path) -> str | None:
     return str(checkpoints[-1]) if checkpoints else None
 
 
+def _has_untimed_rows(rows: list[dict]) -> bool:
+    """Rows of an attempt logged before the log counted seconds: the stage's whole time is unknown."""
+    return any("seconds" not in row for row in rows)
+
+
 def stage_status(directory: str | Path) -> dict:
     """Where one stage folder stands. `state`: done, unfinished (running, or stopped: the same
     `train` command resumes it from `updates`, its last checkpoint; 0 before the first) or
@@ -156,9 +161,8 @@ def stage_status(directory: str | Path) -> dict:
     directory = Path(directory)
     if is_complete(directory):
         done = json.loads((directory / "complete.json").read_text())
-        # a stage resumed after an attempt whose log rows lack seconds (written before the log counted
-        # them) recorded the later attempts only: unknown
-        known = not done.get("resumed_from") or all("seconds" in row for row in read_metrics(directory))
+        # a resumed stage recorded only the attempts whose log counted seconds
+        known = not done.get("resumed_from") or not _has_untimed_rows(read_metrics(directory))
         return {"state": "done", "updates": done.get("global_step"), "of": done.get("global_step"),
                 "seconds": done.get("seconds") if known else None, "idle_minutes": None}
     log = directory / "metrics.jsonl"
@@ -166,9 +170,9 @@ def stage_status(directory: str | Path) -> dict:
         return {"state": "missing", "updates": 0, "of": None, "seconds": None, "idle_minutes": None}
     checkpoint = last_checkpoint(directory / "checkpoints")
     state = json.loads((Path(checkpoint) / "trainer_state.json").read_text()) if checkpoint else {}
-    rows = read_metrics(directory)  # as above: rows without seconds leave the time so far unknown
+    rows = read_metrics(directory)
     return {"state": "unfinished", "updates": state.get("global_step", 0), "of": state.get("max_steps"),
-            "seconds": logged_seconds(rows) if rows and all("seconds" in row for row in rows) else None,
+            "seconds": logged_seconds(rows) if rows and not _has_untimed_rows(rows) else None,
             "idle_minutes": (time.time() - log.stat().st_mtime) / 60 if log.exists() else None}
 
 
