@@ -58,6 +58,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = Path(args.runs_dir) / args.run
     if args.stage == "rl" and args.epochs is not None:
         raise ValueError("--epochs applies to stages mt and sft; stage rl counts updates with --max-steps.")
+    if args.stage != "rl" and args.training_seed is not None:
+        raise ValueError("--training-seed applies to stage rl only; stages mt and sft take --seed.")
     overrides = {k: v for k, v in (("max_steps", args.max_steps), ("num_train_epochs", args.epochs),
                                    ("learning_rate", args.learning_rate),
                                    ("per_device_train_batch_size", args.batch_size)) if v is not None}
@@ -66,7 +68,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     common = dict(preset=args.preset, worlds=tuple(args.worlds), seed=args.seed, smoke=args.smoke,
                   force=args.force, **overrides)
     if args.stage == "rl":
-        out = train_rl(run_dir, method=args.method or "fc_rl", init=args.init, **common)
+        out = train_rl(run_dir, method=args.method or "fc_rl", init=args.init, training_seed=args.training_seed,
+                       **common)
     elif args.method:
         raise ValueError("--method applies to --stage rl only; stages mt and sft take --corpus.")
     elif args.stage == "mt":
@@ -306,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-traces", type=_positive, default=400,
                    help="mt and sft: teacher trajectories per world (default: 400)")
     p.add_argument("--seed", type=int, default=0, help="seed of the world, the traces and training (default: 0)")
+    p.add_argument("--training-seed", type=int,
+                   help="rl only: seed of the task order and the sampled episodes, to repeat RL from one model "
+                        "on the same world (default: --seed)")
     p.add_argument("--max-steps", type=_positive,
                    help="stop after this many optimizer steps (stage rl: default 8 updates, 2 with --smoke)")
     p.add_argument("--epochs", type=_positive, help="mt and sft: passes over the trajectories (default: 1 for mt; "

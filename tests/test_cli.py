@@ -50,3 +50,9 @@ def test_epochs_is_refused_for_the_rl_stage(tmp_path, capsys):
     argv = ["train", "--stage", "rl", "--run", "x", "--runs-dir", str(tmp_path), "--epochs", "2"]
     assert main(argv) == 1
     assert "--epochs applies to stages mt and sft" in capsys.readouterr().err
+
+
+def test_training_seed_is_refused_outside_the_rl_stage(tmp_path, capsys):
+    argv = ["train", "--stage", "sft", "--run", "x", "--runs-dir", str(tmp_path), "--training-seed", "1"]
+    assert main(argv) == 1
+    assert "--training-seed applies to stage rl only" in capsys.readouterr().err

@@ -208,9 +208,14 @@ def test_cli_train_rl_and_evaluate(tmp_path, capsys):
     args = ["--runs-dir", str(tmp_path), "--run", "x", "--preset", "tiny", "--smoke"]
     assert main(["train", "--stage", "rl", *args]) == 1
     assert "train stage 2 first" in capsys.readouterr().err
-    assert main(["train", "--stage", "rl", "--method", "rl", "--init", "base", "--max-steps", "1", *args]) == 0
+    assert main(["train", "--stage", "rl", "--method", "rl", "--init", "base", "--max-steps", "1",
+                 "--training-seed", "3", *args]) == 0
     assert "rl done" in capsys.readouterr().out
-    assert json.loads((tmp_path / "x" / "rl" / "stage.json").read_text())["method"] == "rl"
+    settings = json.loads((tmp_path / "x" / "rl" / "stage.json").read_text())
+    assert settings["method"] == "rl"
+    # the world stays seed 0 (evaluation reads it); only sampling and task order take the training seed
+    assert settings["seed"] == 0 and settings["training_seed"] == 3
+    assert settings["grpo_config"]["seed"] == settings["grpo_config"]["data_seed"] == 3
     assert main(["evaluate", str(tmp_path / "x"), "--stage", "rl", "--n", "1", "--batch-size", "1",
                  "--worlds", "math", "--splits", "eval"]) == 0
     assert json.loads((tmp_path / "x" / "eval" / "rl" / "summary.json").read_text())["rows"][0]["episodes"] == 1

@@ -345,12 +345,14 @@ def resolve_init(run_dir: str | Path, init: str | None) -> tuple[str | None, str
 def train_rl(run_dir: str | Path, *, method: str = "fc_rl", preset: str = "smollm2-135m", init: str | None = None,
              worlds: tuple[str, ...] = ("search", "math"), seed: int = 0, smoke: bool = False, force: bool = False,
              config: GRPOConfig | None = None, span_credit: bool = True, n_prompts: int | None = None,
-             **overrides) -> Path:
+             training_seed: int | None = None, **overrides) -> Path:
     """Train stage 3 into `run_dir/rl`; returns that folder. `config` (TRL's GRPOConfig) replaces the recipe.
 
     method="fc_rl" rewards success, format, calibration and grounding, with span-level credit
     unless span_credit=False (then the four rewards are summed per episode). method="rl" rewards
     success and format only. n_prompts caps the tasks per world (default: the whole rl split).
+    `seed` picks the world and its tasks; `training_seed` (default: `seed`) the task order and the
+    sampled episodes, so RL can be repeated from one model on one world.
     """
     if method not in METHODS:
         raise ValueError(f"RL method must be one of {', '.join(METHODS)}, not {method!r}.")
@@ -366,7 +368,8 @@ def train_rl(run_dir: str | Path, *, method: str = "fc_rl", preset: str = "smoll
     span_credit = span_credit and method == "fc_rl"
     components = ("success", "format") if method == "rl" or span_credit else ("success", "format", "calib", "ground")
     reward_funcs, reward_weights = rewards.reward_functions(components)
-    args = config or default_config(out / "checkpoints", preset=preset, smoke=smoke, seed=seed,
+    training_seed = seed if training_seed is None else training_seed
+    args = config or default_config(out / "checkpoints", preset=preset, smoke=smoke, seed=training_seed,
                                     reward_weights=reward_weights, **overrides)
     if args.reward_weights is None:  # a caller's GRPOConfig without weights gets ours, not TRL's all-ones
         args.reward_weights = reward_weights
@@ -383,7 +386,8 @@ def train_rl(run_dir: str | Path, *, method: str = "fc_rl", preset: str = "smoll
             callbacks=[MetricsLog(out / "metrics.jsonl")], span_credit=span_credit, layout=layout)
     settings = {"stage": "rl", "method": method, "span_credit": span_credit, "reward_components": list(components),
                 "layout": layout, "preset": preset, "init": start_from or "base", "worlds": list(worlds),
-                "seed": seed, "smoke": smoke, "tasks": len(dataset), "dtype": str(model.dtype).removeprefix("torch."),
+                "seed": seed, "training_seed": args.seed, "smoke": smoke, "tasks": len(dataset),
+                "dtype": str(model.dtype).removeprefix("torch."),
                 "policy_confidence_weight": trainer.policy_confidence_weight, "grpo_config": args.to_dict()}
     write_json(out / "stage.json", settings)
     train_with_resume(trainer, out, config=settings, started=started)
