@@ -289,3 +289,12 @@ def test_rollout_turns_reuse_the_kv_cache_and_generate_what_trl_generates(tmp_pa
     assert again == GRPOTrainer._generate_single_turn(trainer, second, None, {}, 1)[0]
     trainer._generate_single_turn([first[0] + tool_turn], None, {}, 1)  # not a continuation
     assert trainer._turn_cache.reuses == 1
+
+
+def test_cpu_recipe_generates_two_groups_and_trains_one_episode_at_a_time(tmp_path):
+    from foresight_lite.stages.rl import default_config
+
+    config = default_config(tmp_path, preset="smollm2-135m", smoke=False, seed=0)
+    # one episode per micro-batch keeps GRPO's logits small (3.4 GB peak against 7.7 GB for 2)
+    assert config.per_device_train_batch_size == 1 and config.loss_type == "dapo"
+    assert config.generation_batch_size == 8 and config.generation_batch_size // config.num_generations == 2

@@ -290,29 +290,29 @@ class SpanCreditGRPOTrainer(GRPOTrainer):
 # The stage
 # ---------------------------------------------------------------------------------------------
 def default_config(output_dir: Path, *, preset: str, smoke: bool, seed: int, **overrides) -> GRPOConfig:
-    """The CPU recipe: 8 updates of 8 episodes (measured: 21 minutes with fast bf16, ~50 in fp32;
-    the target is 10, see below)."""
+    """The CPU recipe: 8 updates of 8 episodes (measured on search alone with fast bf16: 7.4-7.9
+    minutes, peak 3.4 GB; fp32 machines take 2-3 times as long; docs/experiments.md, section 4)."""
     base = dict(
         output_dir=str(output_dir), seed=seed, data_seed=seed, report_to="none",
         # 4 episodes per task (the GRPO group), 2 tasks per update: 8 episodes generated together,
-        # trained as 4 micro-batches of 2 (micro-batches of 4 peaked at 9.4 GB: the logits of 4
-        # long episodes over a 49k vocabulary; SFT measured batches of 2 at 5.2 GB, of 4 at 8.6 GB)
-        num_generations=4, per_device_train_batch_size=2, gradient_accumulation_steps=4,
+        # trained one at a time. The logits of an episode over a 49k vocabulary dominate memory:
+        # from the same model and seed (identical first update), micro-batches of 2 peaked at
+        # 7.7 GB and took 11.0 min, micro-batches of 1 peaked at 3.4 GB and took 7.9 min (no
+        # padding). The dapo loss normalises by the tokens of all 8, so the objective is the same
+        num_generations=4, per_device_train_batch_size=1, gradient_accumulation_steps=8,
         # each update trains on freshly generated episodes once (num_iterations=1): TRL then skips
         # the old-logprob pass; beta=0 skips the reference model (no KL), as recent GRPO recipes do
         num_iterations=1, beta=0.0, loss_type="dapo", scale_rewards="group",
-        # Measured on 2 cores (smollm2-135m, from WM-AMT + FE-SFT, README): these 8 updates took
-        # 1,277 s, 79% of it generating (73-212 s per update, 256-552 completion tokens per
-        # episode), peak RSS 5.8 GB: twice the 10 minutes the issue asks for. Generation is the
-        # cost: one decode step of a batch of 8 takes ~85 ms with the KV cache. So few updates
-        # that a LoRA-sized rate (SFT uses 1e-3) is held constant
+        # Generation is the cost (about 70% of an update on 2 cores; one decode step of a batch of 8
+        # takes ~85 ms with the KV cache). So few updates that a LoRA-sized rate (SFT uses 1e-3)
+        # is held constant
         max_steps=8, learning_rate=1e-4, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
         # sampling at temperature 1 so a group's episodes differ; caps: 192 new tokens per turn (a full
         # foresight step is ~150), 1024 tokens per episode including observations, and MAX_TURNS - 1
         # tool rounds: at most MAX_TURNS turns with the answer, the limit evaluation plays by
         temperature=1.0, top_p=1.0, top_k=0, generation_kwargs={"max_new_tokens": 192},
         max_completion_length=1024, max_tool_calling_iterations=MAX_TURNS - 1,
-        # every update: one takes 4-7 minutes on the CPU, its checkpoint under a second
+        # every update: one takes 0.5-2 minutes on a CPU with fast bf16, its checkpoint under a second
         logging_steps=1, save_strategy="steps", save_steps=1, save_total_limit=1,
         # CPU: bf16 autocast costs more than it saves; the weights themselves are bf16 (preset)
         bf16=False, fp16=False, gradient_checkpointing=False, dataloader_num_workers=0,
