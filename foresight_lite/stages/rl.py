@@ -290,7 +290,7 @@ class SpanCreditGRPOTrainer(GRPOTrainer):
 # The stage
 # ---------------------------------------------------------------------------------------------
 def default_config(output_dir: Path, *, preset: str, smoke: bool, seed: int, **overrides) -> GRPOConfig:
-    """The CPU recipe: 8 updates of 8 episodes (measured on search alone with fast bf16: 7.4-7.9
+    """The CPU recipe: 8 updates of 8 episodes (measured on search alone with fast bf16: 7.9
     minutes, peak 3.4 GB; fp32 machines take 2-3 times as long; docs/experiments.md, section 4)."""
     base = dict(
         output_dir=str(output_dir), seed=seed, data_seed=seed, report_to="none",
