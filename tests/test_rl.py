@@ -13,8 +13,9 @@ from foresight_lite.envs import make_env
 from foresight_lite.evaluate import TurnCache
 from foresight_lite.models import load_model
 from foresight_lite.stages.common import StageMissing
-from foresight_lite.stages.rl import (SearchTools, SpanCreditGRPOTrainer, environment_factories, group_normalize,
-                                      group_normalize_spans, rl_dataset, span_advantages, token_labels, train_rl)
+from foresight_lite.stages.rl import (SearchTools, SpanCreditGRPOTrainer, default_config, environment_factories,
+                                      group_normalize, group_normalize_spans, rl_dataset, span_advantages,
+                                      token_labels, train_rl)
 
 TINY = dict(preset="tiny", init="base", smoke=True)
 WM = ("<imaginary>search [PERSON1] -> answer [CITY1]</imaginary>\n<keyword>Velmora</keyword>\n"
@@ -292,8 +293,6 @@ def test_rollout_turns_reuse_the_kv_cache_and_generate_what_trl_generates(tmp_pa
 
 
 def test_cpu_recipe_generates_two_groups_and_trains_one_episode_at_a_time(tmp_path):
-    from foresight_lite.stages.rl import default_config
-
     config = default_config(tmp_path, preset="smollm2-135m", smoke=False, seed=0)
     # one episode per micro-batch keeps GRPO's logits small (3.4 GB peak against 7.7 GB for 2)
     assert config.per_device_train_batch_size == 1 and config.loss_type == "dapo"
