@@ -298,7 +298,8 @@ def default_config(output_dir: Path, *, preset: str, smoke: bool, seed: int, **o
         # trained one at a time. The logits of an episode over a 49k vocabulary dominate memory:
         # from the same model and seed (identical first update), micro-batches of 2 peaked at
         # 7.7 GB and took 11.0 min, micro-batches of 1 peaked at 3.4 GB and took 7.9 min (no
-        # padding). The dapo loss normalises by the tokens of all 8, so the objective is the same
+        # padding; its later updates also sampled shorter episodes). The dapo loss normalises by
+        # the tokens of all 8, so the objective is the same
         num_generations=4, per_device_train_batch_size=1, gradient_accumulation_steps=8,
         # each update trains on freshly generated episodes once (num_iterations=1): TRL then skips
         # the old-logprob pass; beta=0 skips the reference model (no KL), as recent GRPO recipes do
