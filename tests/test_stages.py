@@ -5,10 +5,14 @@ import platform
 import shutil
 
 import pytest
+import torch
+from trl import SFTTrainer
 
+from foresight_lite import corpora
 from foresight_lite.cli import main
-from foresight_lite.models import load_model
+from foresight_lite.models import add_lora, load_model
 from foresight_lite.stages import StageMissing, train_midtraining, train_sft
+from foresight_lite.stages.midtrain import default_config, stage_traces
 
 TINY = dict(preset="tiny", n_traces=6, smoke=True)
 
@@ -292,3 +296,34 @@ def test_heap_is_trimmed_after_every_optimizer_step(tmp_path, monkeypatch):
     monkeypatch.setattr(common.TrimHeap, "on_step_end", lambda self, args, state, control, **kw: steps.append(state.global_step))
     train_midtraining(tmp_path / "r", corpus="standard_mt", **TINY)
     assert steps == [1, 2, 3]
+
+
+def test_micro_batches_of_one_make_the_update_of_one_batch(tmp_path):
+    """The recipe trains 8 episodes per update one at a time; the loss is normalised by the tokens
+    of the whole update, so the update is that of one padded batch (plain SGD: weight change =
+    -lr x gradient, so the two gradients are compared directly)."""
+    recipe = default_config(tmp_path, preset="smollm2-135m", smoke=False, seed=0, stage="sft")
+    assert (recipe.per_device_train_batch_size, recipe.gradient_accumulation_steps) == (1, 8)
+    dataset = corpora.BUILDERS["sft"](stage_traces(worlds=("search",), n_traces=6, seed=0))
+    dataset = dataset.select_columns(["messages", "tools"]).select(range(2))
+    updates = []
+    for batch, accumulation in ((1, 2), (2, 1)):
+        torch.manual_seed(0)
+        model, tokenizer = load_model("tiny", for_training=True)
+        model = add_lora(model, "tiny")
+        before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        args = default_config(tmp_path / f"b{batch}", preset="tiny", smoke=False, seed=0, stage="sft",
+                              assistant_only_loss=True, per_device_train_batch_size=batch,
+                              gradient_accumulation_steps=accumulation, max_steps=1, optim="sgd",
+                              learning_rate=1.0, lr_scheduler_type="constant", warmup_steps=0,
+                              save_strategy="no", disable_tqdm=True)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+        trainer.train()
+        updates.append({n: p.detach() - before[n] for n, p in model.named_parameters() if n in before})
+    # per-micro-batch means would weight the two episodes' tokens differently
+    trained_tokens = [sum(label != -100 for label in labels) for labels in trainer.train_dataset["labels"]]
+    assert trained_tokens[0] != trained_tokens[1]
+    moved = [n for n in updates[0] if updates[0][n].abs().max() > 0]
+    assert moved
+    for n in moved:
+        torch.testing.assert_close(updates[0][n], updates[1][n], rtol=1e-3, atol=1e-6)
