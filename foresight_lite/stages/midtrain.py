@@ -41,8 +41,8 @@ def recipe(output_dir: Path, *, preset: str, smoke: bool, seed: int, stage: str 
         # 8 episodes per update, trained one at a time: the loss is normalised by the tokens of all 8,
         # so the objective is that of one batch of 8 without its padding. A whole search-only FE-SFT
         # run took the same 15.6 min with micro-batches of 1 as of 2 but peaked at 4.4 GB, not 6.2,
-        # and solved 121 of 200 held-out tasks, not 114 (docs/experiments.md, section 5); batches of
-        # 4 peaked at 8.6 GB. Grouping episodes of similar length cuts the padding of GPU batches.
+        # and solved 121 of 200 held-out tasks against 114, within chance (docs/experiments.md,
+        # section 5); batches of 4 peaked at 8.6 GB. Length grouping cuts the padding of GPU batches.
         per_device_train_batch_size=1, gradient_accumulation_steps=8,
         # stage 2 takes two passes: on smollm2-135m one pass of plain SFT solved 40% / 43% of held-out
         # search / math tasks and two 63% / 93% (docs/experiments.md); stage 1 takes one
