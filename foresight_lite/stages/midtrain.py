@@ -38,12 +38,13 @@ def recipe(output_dir: Path, *, preset: str, smoke: bool, seed: int, stage: str 
     """
     base = dict(
         output_dir=str(output_dir), seed=seed, data_seed=seed, report_to="none",
-        # 8 episodes per update, trained one at a time: the loss is normalised by the tokens of all 8,
-        # so the objective is that of one batch of 8 without its padding. A whole search-only FE-SFT
-        # run took the same 15.6 min with micro-batches of 1 as of 2 but peaked at 4.4 GB, not 6.2,
-        # and solved 121 of 200 held-out tasks against 114, within chance (docs/experiments.md,
-        # section 5); batches of 4 peaked at 8.6 GB. Length grouping cuts the padding of GPU batches.
-        per_device_train_batch_size=1, gradient_accumulation_steps=8,
+        # 8 episodes per update, 2 at a time. The loss is normalised by the tokens of all 8, so
+        # micro-batches of 1 make the same update (a test checks) with a quarter to a third less
+        # memory, but no faster: FE-SFT on search took 933 s against 934 s (peak 4.4 against 6.2 GB),
+        # stage 1 on search 9.8 against 7.9 min (4.3 against 5.1 GB): a short episode alone is too
+        # little work for the 2 cores (docs/experiments.md, section 5). Batches of 4 peaked at
+        # 8.6 GB. Grouping episodes of similar length cuts the padding.
+        per_device_train_batch_size=2, gradient_accumulation_steps=4,
         # stage 2 takes two passes: on smollm2-135m one pass of plain SFT solved 40% / 43% of held-out
         # search / math tasks and two 63% / 93% (docs/experiments.md); stage 1 takes one
         num_train_epochs=SFT_EPOCHS if stage == "sft" else 1,
