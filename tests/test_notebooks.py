@@ -9,6 +9,8 @@ import subprocess
 import sys
 import types
 from pathlib import Path
+from queue import Empty
+from time import monotonic
 
 import nbformat
 import pytest
@@ -79,13 +81,64 @@ def test_badges_point_at_the_notebooks_themselves():
         assert first == f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
 
 
+def _sliced(get_msg):
+    """get_msg that polls in slices of at most a second, up to the same deadline."""
+
+    async def sliced_get_msg(timeout=None):
+        deadline = None if timeout is None else monotonic() + timeout
+        while True:
+            left = 1.0 if deadline is None else max(0.0, deadline - monotonic())
+            try:
+                return await get_msg(timeout=min(1.0, left))
+            except Empty:
+                if deadline is not None and monotonic() >= deadline:
+                    raise
+
+    return sliced_get_msg
+
+
+class SlicedPollClient(NotebookClient):
+    """nbclient waits for a cell's reply with one zmq poll as long as the cell timeout (and for
+    its outputs with one endless poll); a wake-up lost while a widget's comm messages fly stalls
+    that poll, the kernel idle (nbclient issue #312; once in session 22's CI, in notebook 05's
+    playground). Polling in slices of a second lets a lost wake-up cost a second: each slice
+    ends by reading the socket."""
+
+    async def async_start_new_kernel_client(self):
+        kc = await super().async_start_new_kernel_client()
+        for channel in (kc.shell_channel, kc.iopub_channel):
+            channel.get_msg = _sliced(channel.get_msg)
+        return kc
+
+
+def test_sliced_poll_recovers_a_lost_wake_up():
+    """A poll that began before the message arrived never wakes (the lost wake-up); the sliced
+    get_msg still returns the message within a slice, and still raises Empty at its deadline."""
+    import asyncio
+
+    arrives = monotonic() + 0.3
+
+    async def lossy_get_msg(timeout=None):
+        if monotonic() >= arrives:
+            return {"msg_id": 1}
+        await asyncio.sleep(timeout)  # woken by nothing: waits its whole timeout
+        raise Empty
+
+    start = monotonic()
+    assert asyncio.run(_sliced(lossy_get_msg)(timeout=900)) == {"msg_id": 1}
+    assert monotonic() - start < 2.5
+    arrives = float("inf")
+    with pytest.raises(Empty):
+        asyncio.run(_sliced(lossy_get_msg)(timeout=1.5))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs_in_smoke_mode(path, monkeypatch):
     monkeypatch.setenv("FORESIGHT_SMOKE", "1")
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=900, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = SlicedPollClient(nb, timeout=900, kernel_name="python3",
+                              resources={"metadata": {"path": str(path.parent)}})
     client.execute()  # raises on the first cell that fails
     # every cell that shows a figure showed a plotly figure, or said why it had none to show (an
     # untrained smoke model may state no confidence to draw a reliability diagram of)
