@@ -496,7 +496,20 @@ def grouped_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling
     present (every batched generation here), so each decoding step copies the whole cache three
     times over for SmolLM2 (9 query heads, 3 key-value heads); torch's `enable_gqa` reads it in
     place. Same numbers, far less copying: at 30 conversations of 1,500 tokens one layer's decoding
-    step takes 7.8 ms against 122 ms on a 2-core CPU (`python scripts/benchmark.py generate`)."""
+    step takes 7.8 ms against 122 ms on a 2-core CPU (`python scripts/benchmark.py generate`).
+
+    A decoding step (one query token) goes further: each key-value head's query heads become the
+    query rows of one head, which attend the same keys under the same padding mask. torch's CPU
+    kernel handles a single bf16 query row badly (3.3 ms for 8 rows x 800 tokens, 0.55 ms folded),
+    and that step is most of the time in every rollout and evaluation. The sums run in another
+    order, as accurate against a float64 reference; greedy bf16 episodes may part at a near-tie."""
+    batch, heads, q_len, dim = query.shape
+    kv_heads = key.shape[1]
+    if q_len == 1 and heads != kv_heads and (attention_mask is None or attention_mask.shape[1:3] == (1, 1)):
+        out = torch.nn.functional.scaled_dot_product_attention(
+            query.reshape(batch, kv_heads, heads // kv_heads, dim), key, value, attn_mask=attention_mask,
+            dropout_p=dropout, scale=scaling)
+        return out.view(batch, 1, heads, dim), None  # row g of kv head j is query head j * groups + g
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     out = torch.nn.functional.scaled_dot_product_attention(
         query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling,

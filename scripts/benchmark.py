@@ -177,17 +177,18 @@ def bench_attention(batch: int = 30, context: int = 1500) -> None:
     class Layer(torch.nn.Module):
         num_key_value_groups, is_causal = 3, True
 
-    query = torch.randn(batch, 9, 1, 64)
-    key, value = torch.randn(batch, 3, context, 64), torch.randn(batch, 3, context, 64)
     mask = torch.ones(batch, 1, 1, context, dtype=torch.bool)
     mask[::2, :, :, :context // 10] = False  # left padding in every other row
-    for name, attend in (("transformers sdpa", sdpa_attention_forward), ("grouped sdpa", grouped_sdpa)):
-        attend(Layer(), query, key, value, mask)
-        start = time.perf_counter()
-        for _ in range(10):
+    for dtype in (torch.float32, torch.bfloat16):
+        query = torch.randn(batch, 9, 1, 64, dtype=dtype)
+        key, value = torch.randn(batch, 3, context, 64, dtype=dtype), torch.randn(batch, 3, context, 64, dtype=dtype)
+        for name, attend in (("transformers sdpa", sdpa_attention_forward), ("grouped sdpa", grouped_sdpa)):
             attend(Layer(), query, key, value, mask)
-        print(f"generate attention, one layer, {batch} x {context} tokens, {name:17}: "
-              f"{(time.perf_counter() - start) * 100:.1f} ms per decoding step")
+            start = time.perf_counter()
+            for _ in range(10):
+                attend(Layer(), query, key, value, mask)
+            print(f"generate attention, one layer, {batch} x {context} tokens, {str(dtype)[6:]:8} {name:17}: "
+                  f"{(time.perf_counter() - start) * 100:.1f} ms per decoding step")
 
 
 def bench_cache(batch: int = 8, context: int = 700, layers: int = 30) -> None:
