@@ -534,6 +534,35 @@ def grouped_attention(model):
         model.config._attn_implementation = before
 
 
+@contextmanager
+def merged_lora(model):
+    """Generate through the LoRA update folded into the weights: each adapted weight W is swapped
+    for W + BA (in its dtype, as `merge_and_unload` saves the stage's model) and the adapters are
+    off; W itself, the adapters and their gradients come back untouched on exit. Unmerged, a
+    SmolLM2 decoding step of 8 rows computes 140 adapters' two extra matmuls: 70 ms against 45 ms
+    on a 2-core CPU. Anything but a PeftModel of plain LoRA linear layers runs as it is."""
+    from peft import PeftModel
+    from peft.tuners.lora import Linear as LoraLinear
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLinear)] if isinstance(model, PeftModel) else []
+    if not layers or any(m.merged or m.disable_adapters or m.lora_magnitude_vector for m in layers):
+        yield  # nothing to fold, already merged, off, or DoRA (whose update is not W + BA)
+        return
+    saved = []
+    try:
+        with torch.no_grad():
+            for m in layers:
+                weight = m.get_base_layer().weight
+                delta = sum(m.get_delta_weight(a) for a in m.active_adapters if a in m.lora_A)
+                saved.append((weight, weight.data))
+                weight.data = (weight.data + delta).to(weight.dtype)  # bf16 weights, fp32 adapters
+        with model.disable_adapter():
+            yield
+    finally:
+        for weight, data in saved:
+            weight.data = data
+
+
 class GrowingLayer(DynamicLayer):
     """A `DynamicLayer` that writes each step's keys and values into spare room instead of
     concatenating. transformers' dynamic cache `torch.cat`s the whole cache with one new token at

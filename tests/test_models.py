@@ -144,6 +144,33 @@ def test_both_presets_render_conversations_identically(tiny, smol):
     assert render[0] == render[1]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_merged_lora_generates_the_adapted_model_and_restores_it(dtype):
+    model = add_lora(build_tiny(seed=0)[0].to(dtype), "tiny")  # bf16: peft keeps the adapters in fp32
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    with torch.no_grad():  # stand-in for training: a nonzero update in every adapter
+        for p in trainable.values():
+            p.add_(0.05 * torch.randn_like(p))
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    ids = torch.randint(0, model.config.vocab_size, (2, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        adapted = model(input_ids=ids).logits
+        with model.disable_adapter():
+            base = model(input_ids=ids).logits
+        with models.merged_lora(model):
+            folded = model(input_ids=ids).logits
+    assert not torch.allclose(adapted, base, atol=1e-3)  # the adapters matter here
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2  # bf16: W + BA is rounded once more
+    torch.testing.assert_close(folded, adapted, atol=tolerance, rtol=tolerance)  # counted once, not twice
+    for n, p in model.named_parameters():  # the frozen weights bit for bit, the adapters training again
+        assert torch.equal(p, frozen[n]) if n in frozen else p.requires_grad and n in trainable
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, adapted)
+    plain = build_tiny(seed=0)[0]
+    with models.merged_lora(plain):  # no adapters: nothing to fold
+        assert plain(input_ids=ids).logits.shape == adapted.shape
+
+
 def test_lora_adapter_saves_and_reloads_merged_or_trainable(tiny, tmp_path):
     base_dir, adapter_dir = tmp_path / "base", tmp_path / "adapter"
     tiny[0].save_pretrained(base_dir)

@@ -3,15 +3,18 @@ calls, seconds-long smoke runs of both arms on the tiny preset, resume, and refu
 
 import json
 import shutil
+from contextlib import contextmanager
 
 import pytest
+from peft.tuners.lora import Linear as LoraLinear
 from transformers import AttentionInterface
 from trl import GRPOConfig
 
 from foresight_lite.cli import main
 from foresight_lite.envs import make_env
 from foresight_lite.evaluate import TurnCache
-from foresight_lite.models import load_model
+from foresight_lite.models import load_model, merged_lora
+from foresight_lite.stages import rl as rl_stage
 from foresight_lite.stages.common import StageMissing
 from foresight_lite.stages.rl import (SearchTools, SpanCreditGRPOTrainer, default_config, environment_factories,
                                       group_normalize, group_normalize_spans, rl_dataset, span_advantages,
@@ -159,8 +162,18 @@ def test_smoke_run_of_each_arm(tmp_path, method, monkeypatch):
             calls[_name] += 1
             return _attend(*args, **kwargs)
         monkeypatch.setitem(AttentionInterface._global_mapping, name, counted)
+    folded = []  # per generated turn: were the adapters off (their update folded into the weights)?
+
+    @contextmanager
+    def spy(model):
+        with merged_lora(model):
+            folded.append(all(m.disable_adapters for m in model.modules() if isinstance(m, LoraLinear)))
+            yield
+
+    monkeypatch.setattr(rl_stage, "merged_lora", spy)
     out = train_rl(tmp_path / method, method=method, **TINY)
     assert calls["grouped_sdpa"] > 0 and calls["sdpa"] > 0
+    assert folded and all(folded)
     settings = json.loads((out / "stage.json").read_text())
     done = json.loads((out / "complete.json").read_text())
     assert settings["method"] == method and settings["span_credit"] == (method == "fc_rl")

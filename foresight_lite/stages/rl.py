@@ -41,7 +41,7 @@ from ..envs.math import CALCULATOR_TOOL
 from ..envs.search import SEARCH_TOOL
 from ..format import parse_step
 from ..evaluate import TurnCache, generate_ids
-from ..models import add_lora, backend_name, load_model, stage_settings
+from ..models import add_lora, backend_name, load_model, merged_lora, stage_settings
 from .common import MetricsLog, is_complete, require_stage, stage_dir, train_with_resume, write_json
 
 METHODS = ("rl", "fc_rl")
@@ -207,7 +207,8 @@ class SpanCreditGRPOTrainer(GRPOTrainer):
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         """TRL's transformers path, but each round keeps its KV cache from turn to turn, as evaluation
         does: TRL's next prompt is the last prompt + the reply + the tool turn, so only the tool turn
-        is prefilled, not the whole history (`evaluate.generate_ids`). vLLM, images and Unsloth's
+        is prefilled, not the whole history (`evaluate.generate_ids`), and through the LoRA update
+        folded into the weights (`models.merged_lora`). vLLM, images and Unsloth's
         patched generation (as in evaluation, not tried with a reused cache) go to TRL's own."""
         if (self.use_vllm or self.use_transformers_continuous_batching or multimodal_fields
                 or (images is not None and any(images)) or backend_name() == "unsloth"):
@@ -217,7 +218,8 @@ class SpanCreditGRPOTrainer(GRPOTrainer):
         with (unwrap_model_for_generation(self.model_wrapped, self.accelerator,
                                           gather_deepspeed3_params=self.args.ds3_gather_for_generation,
                                           generation_kwargs=self.generation_kwargs) as model,
-              self._dist.summon_full_params(self.model_wrapped, recurse=False)):  # generate_ids is no_grad
+              self._dist.summon_full_params(self.model_wrapped, recurse=False),  # generate_ids is no_grad
+              merged_lora(model)):
             replies = generate_ids(model, prompt_ids, pad_id=self._tokenizer.pad_token_id, stop_ids=self.eos_token_ids,
                                    turn_cache=cache, rows=cache.match(prompt_ids),
                                    generation_config=self.generation_config)
