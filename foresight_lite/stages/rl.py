@@ -292,8 +292,8 @@ class SpanCreditGRPOTrainer(GRPOTrainer):
 # The stage
 # ---------------------------------------------------------------------------------------------
 def default_config(output_dir: Path, *, preset: str, smoke: bool, seed: int, **overrides) -> GRPOConfig:
-    """The CPU recipe: 8 updates of 8 episodes (measured on search alone with fast bf16: 7.9
-    minutes, peak 3.4 GB; fp32 machines take 2-3 times as long; docs/experiments.md, section 4)."""
+    """The CPU recipe: 8 updates of 8 episodes (both worlds on 2 cores with AVX-512 BF16: 9.2
+    minutes, peak 3.5 GB; fp32 machines take 2-3 times as long; docs/experiments.md, section 4)."""
     base = dict(
         output_dir=str(output_dir), seed=seed, data_seed=seed, report_to="none",
         # 4 episodes per task (the GRPO group), 2 tasks per update: 8 episodes generated together,
@@ -306,8 +306,8 @@ def default_config(output_dir: Path, *, preset: str, smoke: bool, seed: int, **o
         # each update trains on freshly generated episodes once (num_iterations=1): TRL then skips
         # the old-logprob pass; beta=0 skips the reference model (no KL), as recent GRPO recipes do
         num_iterations=1, beta=0.0, loss_type="dapo", scale_rewards="group",
-        # Generation is the cost (about 70% of an update on 2 cores; one decode step of a batch of 8
-        # takes ~85 ms with the KV cache). So few updates that a LoRA-sized rate (SFT uses 1e-3)
+        # Generation is the cost (about 65% of an update on 2 cores; one decode step of a batch of 8
+        # takes ~45 ms in bf16 with the KV cache). So few updates that a LoRA-sized rate (SFT uses 1e-3)
         # is held constant
         max_steps=8, learning_rate=1e-4, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
         # sampling at temperature 1 so a group's episodes differ; caps: 192 new tokens per turn (a full
