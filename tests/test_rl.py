@@ -12,7 +12,7 @@ from trl import GRPOConfig
 
 from foresight_lite.cli import main
 from foresight_lite.envs import make_env
-from foresight_lite.evaluate import TurnCache
+from foresight_lite.evaluate import TurnCache, generate_ids
 from foresight_lite.models import load_model, merged_lora
 from foresight_lite.stages import rl as rl_stage
 from foresight_lite.stages.common import StageMissing
@@ -98,8 +98,10 @@ def scripted_turns(monkeypatch):
     tasks = rl_dataset(("search", "math"), seed=0, n_prompts=4)
     answers = {row["prompt"][-1]["content"]: row["answer"] for row in tasks}
     calls = {"n": 0}
+    folded = []  # per turn: were the adapters off (their update folded into the weights)?
 
     def generate(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        folded.append(all(m.disable_adapters for m in self.model.modules() if isinstance(m, LoraLinear)))
         out = []
         for ids in prompt_ids:
             text = self.processing_class.decode(ids)
@@ -117,10 +119,20 @@ def scripted_turns(monkeypatch):
         return out, None
 
     monkeypatch.setattr(SpanCreditGRPOTrainer, "_generate_single_turn", generate)
+    return folded
 
 
 def test_fc_rl_runs_whole_multi_turn_episodes_with_span_credit(tmp_path, monkeypatch):
-    scripted_turns(monkeypatch)
+    folded = scripted_turns(monkeypatch)
+    merges = []
+
+    @contextmanager
+    def counted(model):  # counts the merges
+        merges.append(model)
+        with merged_lora(model):
+            yield
+
+    monkeypatch.setattr(rl_stage, "merged_lora", counted)
     seen = []
     original = SpanCreditGRPOTrainer._span_credit
 
@@ -145,6 +157,8 @@ def test_fc_rl_runs_whole_multi_turn_episodes_with_span_credit(tmp_path, monkeyp
         assert r["keywords_per_turn"] == 1 and 0 < r["confidence"] < 1 and -1 <= r["reward/calib"] <= 1
     adv, tool_mask, episodes = seen[0]
     assert all(len(e.turns) == 2 and e.turns[0].observation for e in episodes)
+    # every turn generated through the merged LoRA update, folded once per round of episodes
+    assert len(folded) == 2 * len(merges) == 2 * len(seen) and all(folded)
     assert {e.success for e in episodes} == {True, False}
     assert (adv[tool_mask == 0] == 0).all()  # observation tokens carry no credit (and TRL masks them)
     assert all(len(set(row[m == 1].tolist())) >= 2 for row, m in zip(adv, tool_mask))  # spans differ
@@ -164,13 +178,11 @@ def test_smoke_run_of_each_arm(tmp_path, method, monkeypatch):
         monkeypatch.setitem(AttentionInterface._global_mapping, name, counted)
     folded = []  # per generated turn: were the adapters off (their update folded into the weights)?
 
-    @contextmanager
-    def spy(model):
-        with merged_lora(model):
-            folded.append(all(m.disable_adapters for m in model.modules() if isinstance(m, LoraLinear)))
-            yield
+    def spy(model, *args, **kwargs):
+        folded.append(all(m.disable_adapters for m in model.modules() if isinstance(m, LoraLinear)))
+        return generate_ids(model, *args, **kwargs)
 
-    monkeypatch.setattr(rl_stage, "merged_lora", spy)
+    monkeypatch.setattr(rl_stage, "generate_ids", spy)
     out = train_rl(tmp_path / method, method=method, **TINY)
     assert calls["grouped_sdpa"] > 0 and calls["sdpa"] > 0
     assert folded and all(folded)

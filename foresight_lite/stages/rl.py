@@ -27,6 +27,7 @@ import copy
 import json
 import time
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -194,10 +195,17 @@ class SpanCreditGRPOTrainer(GRPOTrainer):
         self._episodes: list[rewards.EpisodeScore] = []
         self._turn_cache: TurnCache | None = None  # set for each round of episodes by `_generate`
 
+    def _own_generation(self) -> bool:
+        """Whether rounds of episodes run through `_generate_single_turn`'s own path below."""
+        return not (self.use_vllm or self.use_transformers_continuous_batching or backend_name() == "unsloth")
+
     def _generate(self, prompts):
         started = time.perf_counter()
         self._turn_cache = TurnCache()  # one per round of episodes
-        out = super()._generate(prompts)
+        # fold the LoRA update into the weights once per round, not at each of its ~6 turns: TRL's
+        # round only generates and calls tools (no forward pass that needs the adapters)
+        with merged_lora(self.model) if self._own_generation() else nullcontext():
+            out = super()._generate(prompts)
         mode = "train" if self.model.training else "eval"
         self._metrics[mode]["time/generate"].append(time.perf_counter() - started)
         self._metrics[mode]["generate/turns_from_cache"].append(self._turn_cache.reuses)
@@ -210,8 +218,7 @@ class SpanCreditGRPOTrainer(GRPOTrainer):
         is prefilled, not the whole history (`evaluate.generate_ids`), and through the LoRA update
         folded into the weights (`models.merged_lora`). vLLM, images and Unsloth's
         patched generation (as in evaluation, not tried with a reused cache) go to TRL's own."""
-        if (self.use_vllm or self.use_transformers_continuous_batching or multimodal_fields
-                or (images is not None and any(images)) or backend_name() == "unsloth"):
+        if not self._own_generation() or multimodal_fields or (images is not None and any(images)):
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
                                                  has_tool_images)
         cache = self._turn_cache or TurnCache()  # outside `_generate`: nothing to reuse
@@ -219,7 +226,7 @@ class SpanCreditGRPOTrainer(GRPOTrainer):
                                           gather_deepspeed3_params=self.args.ds3_gather_for_generation,
                                           generation_kwargs=self.generation_kwargs) as model,
               self._dist.summon_full_params(self.model_wrapped, recurse=False),  # generate_ids is no_grad
-              merged_lora(model)):
+              merged_lora(model)):  # a no-op inside `_generate`, which has merged already
             replies = generate_ids(model, prompt_ids, pad_id=self._tokenizer.pad_token_id, stop_ids=self.eos_token_ids,
                                    turn_cache=cache, rows=cache.match(prompt_ids),
                                    generation_config=self.generation_config)
