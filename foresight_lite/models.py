@@ -453,9 +453,13 @@ def _load_unsloth(p: Preset, path, for_training):
     return prepare(model, tokenizer)
 
 
-def add_lora(model, preset: str, *, r=None, alpha=None, target_modules=None, train_embeddings=False):
+def add_lora(model, preset: str, *, seed: int = 0, r=None, alpha=None, target_modules=None,
+             train_embeddings=False):
     """Wrap `model` in LoRA adapters with the preset's settings (Unsloth's own on its backend).
 
+    The adapters' random initialisation draws from `seed`, not from torch's global generator,
+    which torch seeds afresh in every process: unseeded, two runs of one stage started from
+    different adapters (an FC-RL stage's gradient norm differed at its first update).
     Embeddings stay frozen unless `train_embeddings` (mid-training as continued pre-training):
     then embed_tokens and lm_head train fully, as one shared matrix when the model ties them.
     The tags need no new rows either way: pretrained presets write them as plain text (`prepare`).
@@ -473,12 +477,14 @@ def add_lora(model, preset: str, *, r=None, alpha=None, target_modules=None, tra
             kwargs["target_modules"] += list(EMBEDDINGS)
             kwargs["ensure_weight_tying"] = tied
         return FastLanguageModel.get_peft_model(model, bias="none", use_gradient_checkpointing="unsloth",
-                                                random_state=0, **kwargs)
+                                                random_state=seed, **kwargs)
     from peft import LoraConfig, get_peft_model
 
     if train_embeddings:
         kwargs.update(modules_to_save=list(EMBEDDINGS), ensure_weight_tying=tied)
-    model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **kwargs))
+    with torch.random.fork_rng(devices=[]):  # the caller's generator is left as it was
+        torch.manual_seed(seed)
+        model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **kwargs))
     for param in model.parameters():  # fp16 weights: mixed precision needs fp32 trainable copies
         if param.requires_grad and param.dtype == torch.float16:
             param.data = param.data.float()

@@ -449,3 +449,18 @@ def test_generation_into_a_growing_cache_writes_the_same_tokens(tiny):
         grown = model.generate(**kwargs, past_key_values=cache)
     assert torch.equal(plain, grown)
     assert isinstance(cache.layers[0], models.GrowingLayer)
+
+
+def test_lora_adapters_come_from_their_own_seed():
+    def adapters(seed):
+        model = add_lora(build_tiny(seed=0)[0], "tiny", seed=seed)
+        return [p.detach().clone() for p in model.parameters() if p.requires_grad]
+
+    torch.manual_seed(1)
+    first = adapters(0)
+    torch.manual_seed(2)
+    state = torch.get_rng_state()
+    again = adapters(0)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's generator is left as it was
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not all(torch.equal(a, b) for a, b in zip(first, adapters(1)))

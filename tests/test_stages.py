@@ -327,3 +327,17 @@ def test_micro_batches_of_one_make_the_update_of_one_batch(tmp_path):
     assert moved
     for n in moved:
         torch.testing.assert_close(updates[0][n], updates[1][n], rtol=1e-3, atol=1e-6)
+
+
+def test_a_stage_trains_the_same_weights_whatever_torch_drew_before(tmp_path):
+    """torch seeds its global generator afresh in every process (two fresh processes started
+    from different LoRA adapters); a stage draws its adapters from its own seed."""
+    weights = []
+    for k in (1, 2):
+        torch.manual_seed(k)  # stands in for another process's random start
+        out = train_midtraining(tmp_path / f"r{k}", corpus="standard_mt", **TINY)
+        model = load_model("tiny", path=out / "model")[0]
+        weights.append({n: p.detach() for n, p in model.named_parameters()})
+    assert all(torch.equal(weights[0][n], weights[1][n]) for n in weights[0])
+    name = "model.layers.0.self_attn.q_proj.weight"  # a LoRA target: trained, so not trivially equal
+    assert not torch.equal(weights[0][name], load_model("tiny")[0].get_parameter(name))

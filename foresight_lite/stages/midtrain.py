@@ -98,7 +98,7 @@ def train_midtraining(run_dir: str | Path, *, corpus: str = "wm_amt", preset: st
     args = config or default_config(out / "checkpoints", preset=preset, smoke=smoke, seed=seed, **overrides)
     model, tokenizer = load_model(preset, for_training=True)
     p = get_preset(preset)
-    model = add_lora(model, preset, train_embeddings=p.mt_train_embeddings)
+    model = add_lora(model, preset, seed=args.seed, train_embeddings=p.mt_train_embeddings)
     # continued pre-training: embeddings learn at a smaller rate (None: TRL builds its own optimizer)
     optimizer = embedding_optimizer(model, args, ratio=p.embedding_lr_ratio) if p.mt_train_embeddings else None
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,

@@ -387,7 +387,7 @@ def train_rl(run_dir: str | Path, *, method: str = "fc_rl", preset: str = "smoll
         raise ValueError(f"reward_weights must have {len(reward_funcs)} entries, one per {', '.join(components)}.")
     dataset = rl_dataset(worlds, seed=seed, n_prompts=n_prompts if n_prompts is not None else (4 if smoke else None))
     model, tokenizer = load_model(preset, path=start_from, for_training=True)
-    model = add_lora(model, preset)
+    model = add_lora(model, preset, seed=args.seed)
     with warnings.catch_warnings():  # environment_factory is marked experimental; the TRL version is pinned
         warnings.filterwarnings("ignore", message=".*'environment_factory', which is an experimental feature")
         trainer = SpanCreditGRPOTrainer(

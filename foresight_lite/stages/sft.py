@@ -58,7 +58,7 @@ def train_sft(run_dir: str | Path, *, corpus: str = "fe_sft", preset: str = "smo
     args = config or default_config(out / "checkpoints", preset=preset, smoke=smoke, seed=seed, stage="sft",
                                     assistant_only_loss=True, **overrides)
     model, tokenizer = load_model(preset, path=start_from, for_training=True)
-    model = add_lora(model, preset)
+    model = add_lora(model, preset, seed=args.seed)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          callbacks=[MetricsLog(out / "metrics.jsonl")])
     settings = {"stage": "sft", "corpus": corpus, "layout": LAYOUT_OF[corpus], "preset": preset,
