@@ -341,3 +341,22 @@ def test_a_stage_trains_the_same_weights_whatever_torch_drew_before(tmp_path):
     assert all(torch.equal(weights[0][n], weights[1][n]) for n in weights[0])
     name = "model.layers.0.self_attn.q_proj.weight"  # a LoRA target: trained, so not trivially equal
     assert not torch.equal(weights[0][name], load_model("tiny")[0].get_parameter(name))
+
+
+def test_micro_batch_size_leaves_each_update_holding_the_same_episodes(tmp_path, monkeypatch):
+    """The length-grouped sampler draws blocks of a whole update (2 x 4 or 1 x 8 episodes), so
+    the micro-batch size changes memory and speed, never which episodes an update trains on."""
+    updates = {}
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        texts = self.processing_class.batch_decode(inputs["input_ids"], skip_special_tokens=True)
+        updates[key].setdefault(self.state.global_step, []).extend(texts)
+        return torch.tensor(0.0)
+
+    monkeypatch.setattr(SFTTrainer, "training_step", training_step)
+    for key, micro in (("2x4", 2), ("1x8", 1)):
+        updates[key] = {}
+        train_sft(tmp_path / key, corpus="fe_sft", init="base", preset="tiny", n_traces=40, max_steps=4,
+                  per_device_train_batch_size=micro, gradient_accumulation_steps=8 // micro, save_strategy="no")
+    assert len(updates["2x4"]) == 4 and all(len(v) == 8 for v in updates["2x4"].values())
+    assert {k: sorted(v) for k, v in updates["2x4"].items()} == {k: sorted(v) for k, v in updates["1x8"].items()}
