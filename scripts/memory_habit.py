@@ -50,9 +50,10 @@ def first_word(runs: list[str], *, n: int, preset: str) -> None:
                 logits = model(torch.tensor([ids + word[:-1]])).logits[0, len(ids) - 1:].float()
             p.append(logits.log_softmax(-1)[range(len(word)), word].sum().exp().item())
             popularity.append(task.plan.get("popularity", 0.0))
-        spread = statistics.pstdev(p) * statistics.pstdev(popularity)
-        corr = (statistics.mean(a * b for a, b in zip(p, popularity)) - statistics.mean(p) * statistics.mean(popularity)
-                ) / spread if spread else float("nan")
+        try:
+            corr = statistics.correlation(p, popularity)
+        except statistics.StatisticsError:  # a constant column (e.g. one task)
+            corr = float("nan")
         print(f"| {run} | {len(p)} | {statistics.mean(p):.3f} | {sum(x > 0.5 for x in p)} | "
               f"{sum(0.3 < x < 0.7 for x in p)} | {0.5 * statistics.mean(popularity):.3f} | {corr:.2f} |", flush=True)
         del model
