@@ -59,7 +59,7 @@ def first_word(runs: list[str], *, n: int, preset: str) -> None:
         del model
 
 
-def order(*, init: str, seed: int, preset: str, n_traces: int, smoke: bool = False) -> list[int]:
+def order(*, init: str, seed: int, preset: str, n_traces: int) -> list[int]:
     """Memory episodes per update of stage 2's plain SFT as the recipe would train it (nothing trained)."""
     import tempfile
 
@@ -78,8 +78,7 @@ def order(*, init: str, seed: int, preset: str, n_traces: int, smoke: bool = Fal
     original, SFTTrainer.training_step = SFTTrainer.training_step, training_step
     try:
         with tempfile.TemporaryDirectory() as folder:
-            train_sft(folder, corpus="sft", init=init, preset=preset, seed=seed, n_traces=n_traces, smoke=smoke,
-                      save_strategy="no")
+            train_sft(folder, corpus="sft", init=init, preset=preset, seed=seed, n_traces=n_traces, save_strategy="no")
     finally:
         SFTTrainer.training_step = original
     per_update = [seen[step] for step in sorted(seen)]
