@@ -317,7 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive, help="mt and sft: passes over the trajectories (default: 1 for mt; "
                                                     "2 for sft, 1 on the GPU presets)")
     p.add_argument("--learning-rate", type=float, help="override the recipe's learning rate")
-    p.add_argument("--batch-size", type=_positive, help="override the recipe's batch size")
+    p.add_argument("--batch-size", type=_positive,
+                   help="sequences per forward pass (default: the recipe's); accumulation follows, so an update "
+                        "keeps its sequences (8 on the CPU presets) and trains the same: smaller saves memory; "
+                        "it must divide them")
     p.add_argument("--max-length", type=_positive, help="override the recipe's longest sequence in tokens "
                                                         "(longer episodes are cut)")
     p.add_argument("--runs-dir", default="runs", help="where runs live (default: runs)")

@@ -89,6 +89,47 @@ def test_interrupted_stage_resumes(tmp_path):
     assert done["train_loss"] == pytest.approx(sum(losses) / 3)
 
 
+def test_a_batch_size_alone_keeps_the_update_and_a_stage_resumes_at_another(tmp_path, monkeypatch):
+    """--batch-size N sets the micro-batch; accumulation follows, so an update keeps its sequences
+    and a stage stopped at one size goes on with the same updates at another (the advice a GPU out
+    of memory gives; `test_micro_batches_of_one_make_the_update_of_one_batch` checks the sums)."""
+    from foresight_lite.stages.midtrain import recipe
+    from foresight_lite.stages.rl import default_config as rl_config
+
+    sizes = lambda r: (r["per_device_train_batch_size"], r["gradient_accumulation_steps"])  # noqa: E731
+    assert sizes(recipe(tmp_path, preset="smollm2-135m", smoke=False, seed=0, per_device_train_batch_size=1)) == (1, 8)
+    assert sizes(recipe(tmp_path, preset="smollm2-135m", smoke=False, seed=0, per_device_train_batch_size=4,
+                        gradient_accumulation_steps=4)) == (4, 4)  # both given: taken as they are
+    rl = rl_config(tmp_path, preset="smollm2-135m", smoke=False, seed=0, per_device_train_batch_size=2)
+    assert (rl.per_device_train_batch_size, rl.gradient_accumulation_steps, rl.generation_batch_size) == (2, 4, 8)
+    with pytest.raises(ValueError, match="A batch size of 3 does not divide the 8 sequences of one update; "
+                                         "use one of 1, 2, 4, 8"):
+        recipe(tmp_path, preset="smollm2-135m", smoke=False, seed=0, per_device_train_batch_size=3)
+
+    updates = {}
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        texts = self.processing_class.batch_decode(inputs["input_ids"], skip_special_tokens=True)
+        updates[key].setdefault(self.state.global_step, []).extend(texts)
+        return torch.tensor(0.0)
+
+    monkeypatch.setattr(SFTTrainer, "training_step", training_step)
+    smoke = dict(TINY, n_traces=20, max_steps=4)  # smoke: micro-batches of 2, no accumulation
+    key = "whole"
+    updates[key] = {}
+    train_midtraining(tmp_path / key, corpus="standard_mt", **smoke)
+    key = "resumed"
+    updates[key] = {}
+    run_dir = tmp_path / key
+    train_midtraining(run_dir, corpus="standard_mt", **{**smoke, "max_steps": 2})
+    shutil.rmtree(run_dir / "mt" / "model")
+    (run_dir / "mt" / "complete.json").unlink()
+    out = train_midtraining(run_dir, corpus="standard_mt", per_device_train_batch_size=1, **smoke)
+    assert json.loads((out / "stage.json").read_text())["sft_config"]["gradient_accumulation_steps"] == 2
+    assert len(updates["whole"]) == 4 and all(len(v) == 2 for v in updates["whole"].values())
+    assert {k: sorted(v) for k, v in updates["whole"].items()} == {k: sorted(v) for k, v in updates[key].items()}
+
+
 def test_status_lists_done_and_unfinished_stages_and_their_evaluations(run, tmp_path, capsys):
     from foresight_lite.cli import status_rows
 

@@ -34,6 +34,21 @@ class StageMissing(FileNotFoundError):
     """An input stage has not been trained; the message names the command that trains it."""
 
 
+def with_overrides(recipe: dict, overrides: dict) -> dict:
+    """`recipe` updated by `overrides`. A micro-batch size given without accumulation steps keeps
+    the update's sequences (accumulation grows or shrinks to match): it trades memory against
+    speed and leaves the training as it was, so a stage can even resume at another size."""
+    batch = overrides.get("per_device_train_batch_size")
+    if batch is not None and "gradient_accumulation_steps" not in overrides:
+        update = recipe["per_device_train_batch_size"] * recipe["gradient_accumulation_steps"]
+        if update % batch:
+            divisors = ", ".join(str(d) for d in range(1, update + 1) if update % d == 0)
+            raise ValueError(f"A batch size of {batch} does not divide the {update} sequences of one update; "
+                             f"use one of {divisors}.")
+        overrides = {**overrides, "gradient_accumulation_steps": update // batch}
+    return {**recipe, **overrides}
+
+
 def stage_dir(run_dir: str | Path, stage: str) -> Path:
     return Path(run_dir) / stage
 

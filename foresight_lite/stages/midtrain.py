@@ -24,7 +24,8 @@ from .. import corpora
 from ..models import add_lora, get_preset, load_model, stage_settings
 from ..teacher import TEACHER_VERSION
 from ..traces import generate_traces
-from .common import MetricsLog, embedding_optimizer, is_complete, stage_dir, train_with_resume, write_json
+from .common import (MetricsLog, embedding_optimizer, is_complete, stage_dir, train_with_resume, with_overrides,
+                     write_json)
 
 MT_CORPORA = ("standard_mt", "wm_amt")
 SFT_EPOCHS = 2
@@ -65,8 +66,7 @@ def recipe(output_dir: Path, *, preset: str, smoke: bool, seed: int, stage: str 
     if smoke:
         base.update(per_device_train_batch_size=2, gradient_accumulation_steps=1, max_steps=3, max_length=1024,
                     logging_steps=1, save_steps=2)
-    base.update(overrides)
-    return base
+    return with_overrides(base, overrides)
 
 
 def default_config(output_dir: Path, *, preset: str, smoke: bool, seed: int, stage: str = "mt",
@@ -90,12 +90,12 @@ def train_midtraining(run_dir: str | Path, *, corpus: str = "wm_amt", preset: st
     out = stage_dir(run_dir, "mt")
     if is_complete(out) and not force:
         return out
+    args = config or default_config(out / "checkpoints", preset=preset, smoke=smoke, seed=seed, **overrides)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     traces = stage_traces(worlds=worlds, n_traces=n_traces, seed=seed)
     dataset = corpora.BUILDERS[corpus](traces) if corpus == "standard_mt" else corpora.wm_amt(traces, seed=seed)
     dataset = dataset.select_columns(["text"])
-    args = config or default_config(out / "checkpoints", preset=preset, smoke=smoke, seed=seed, **overrides)
     model, tokenizer = load_model(preset, for_training=True)
     p = get_preset(preset)
     model = add_lora(model, preset, seed=args.seed, train_embeddings=p.mt_train_embeddings)

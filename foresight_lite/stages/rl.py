@@ -43,7 +43,8 @@ from ..envs.search import SEARCH_TOOL
 from ..format import parse_step
 from ..evaluate import TurnCache, generate_ids
 from ..models import add_lora, backend_name, load_model, merged_lora, stage_settings
-from .common import MetricsLog, is_complete, require_stage, stage_dir, train_with_resume, write_json
+from .common import (MetricsLog, is_complete, require_stage, stage_dir, train_with_resume, with_overrides,
+                     write_json)
 
 METHODS = ("rl", "fc_rl")
 POLICY_CONFIDENCE_WEIGHT = {"search": 0.2, "math": 0.1}  # w in A_E + w * A_S, the paper's values
@@ -333,8 +334,7 @@ def default_config(output_dir: Path, *, preset: str, smoke: bool, seed: int, **o
         base.update(num_generations=2, per_device_train_batch_size=4, gradient_accumulation_steps=1, max_steps=2,
                     generation_kwargs={"max_new_tokens": 24}, max_completion_length=96,
                     max_tool_calling_iterations=2)
-    base.update(overrides)
-    return GRPOConfig(**base)
+    return GRPOConfig(**with_overrides(base, overrides))
 
 
 def resolve_init(run_dir: str | Path, init: str | None) -> tuple[str | None, str]:

@@ -50,13 +50,13 @@ def train_sft(run_dir: str | Path, *, corpus: str = "fe_sft", preset: str = "smo
     if is_complete(out) and not force:
         return out
     start_from = resolve_init(run_dir, init)
+    args = config or default_config(out / "checkpoints", preset=preset, smoke=smoke, seed=seed, stage="sft",
+                                    assistant_only_loss=True, **overrides)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     # the same teacher trajectories as stage 1 (same seed), rendered as chat episodes
     traces = stage_traces(worlds=worlds, n_traces=n_traces, seed=seed)
     dataset = corpora.BUILDERS[corpus](traces).select_columns(["messages", "tools"])
-    args = config or default_config(out / "checkpoints", preset=preset, smoke=smoke, seed=seed, stage="sft",
-                                    assistant_only_loss=True, **overrides)
     model, tokenizer = load_model(preset, path=start_from, for_training=True)
     model = add_lora(model, preset, seed=args.seed)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
