@@ -7,7 +7,7 @@
 traces:   1,000 annotated search trajectories with Monte Carlo q (target: under 60 s on 2 cores),
           the same for math, and the cost of the raw BM25 search (uncached queries).
 peak:     the machine's measured matmul throughput (fp32, bf16), the yardstick for training.
-train:    stage-2 training of smollm2-135m with the recipe and with one choice changed at a time:
+train:    FE-SFT training of smollm2-135m with the recipe and with one choice changed at a time:
           tokens/s, model FLOP/s as a share of the matmul peak of the weights' dtype (bf16, or fp32
           on a CPU without fast bf16), peak memory (a subprocess each).
 generate: one attention layer's decoding step, transformers' sdpa against the grouped one; one
@@ -100,7 +100,7 @@ TRAIN_VARIANTS = {
     "lora on all 30 layers": {"lora_first_layer": 0},
     "fp32 weights": {"dtype": "float32"},
     "batch 8, no accumulation": {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1},
-    "micro-batches of 1 (x 8)": {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 8},
+    "micro-batches of 2 (x 4)": {"per_device_train_batch_size": 2},
     "no length grouping": {"train_sampling_strategy": "random"},
     # compiles again for new sequence lengths: the wall time (5 steps) shows that cost
     "torch.compile": {"torch_compile": True},

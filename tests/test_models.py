@@ -279,6 +279,22 @@ def test_stage_2_takes_two_passes_on_the_cpu_and_one_on_a_t4(monkeypatch, tmp_pa
     assert (epochs("qwen-0.5b-t4", "mt"), epochs("qwen-0.5b-t4", "sft")) == (1, 1)
 
 
+def test_world_model_episodes_go_one_at_a_time_on_the_cpu(monkeypatch, tmp_path):
+    """FE-SFT's and State-SFT's long episodes train in micro-batches of 1 (memory), the rest in 2
+    (speed); every update holds 8 either way, and the GPU presets keep their own sizes."""
+    from foresight_lite.stages.midtrain import recipe
+
+    def sizes(preset, stage, corpus):
+        r = recipe(tmp_path, preset=preset, smoke=False, seed=0, stage=stage, corpus=corpus)
+        return r["per_device_train_batch_size"], r["gradient_accumulation_steps"]
+
+    assert sizes("smollm2-135m", "mt", "wm_amt") == sizes("smollm2-135m", "sft", "sft") == (2, 4)
+    assert sizes("smollm2-135m", "sft", "fe_sft") == sizes("smollm2-135m", "sft", "state_sft") == (1, 8)
+    monkeypatch.setattr(models, "require_gpu", lambda preset: None)
+    monkeypatch.setattr(models, "bf16_supported", lambda: False)
+    assert sizes("qwen-0.5b-t4", "sft", "fe_sft") == sizes("qwen-0.5b-t4", "sft", "sft") == (4, 2)
+
+
 def test_lora_with_embeddings_trains_one_tied_fp32_copy():
     half = build_tiny(seed=0)[0].to(torch.float16)
     peft_model = add_lora(half, "tiny", train_embeddings=True)

@@ -341,8 +341,8 @@ def test_heap_is_trimmed_after_every_optimizer_step(tmp_path, monkeypatch):
 
 def test_micro_batches_of_one_make_the_update_of_one_batch(tmp_path):
     """The loss is normalised by the tokens of the whole update, so the recipe's micro-batch size
-    (2 x 4 episodes) trades memory against speed without changing the update (plain SGD: weight
-    change = -lr x gradient, so the two gradients are compared directly)."""
+    (1 x 8 or 2 x 4 episodes) trades memory against speed without changing the update (plain SGD:
+    weight change = -lr x gradient, so the two gradients are compared directly)."""
     recipe = default_config(tmp_path, preset="smollm2-135m", smoke=False, seed=0, stage="sft")
     assert recipe.per_device_train_batch_size * recipe.gradient_accumulation_steps == 8
     dataset = corpora.BUILDERS["sft"](stage_traces(worlds=("search",), n_traces=6, seed=0))

@@ -28,24 +28,30 @@ from .common import (MetricsLog, embedding_optimizer, is_complete, stage_dir, tr
                      write_json)
 
 MT_CORPORA = ("standard_mt", "wm_amt")
+ONE_AT_A_TIME = ("fe_sft", "state_sft")  # corpora whose episodes train in micro-batches of 1 (see recipe)
 SFT_EPOCHS = 2
 
 
-def recipe(output_dir: Path, *, preset: str, smoke: bool, seed: int, stage: str = "mt", **overrides) -> dict:
-    """The shared recipe of stages 1 and 2 as SFTConfig keyword arguments (every arm trains with it).
+def recipe(output_dir: Path, *, preset: str, smoke: bool, seed: int, stage: str = "mt", corpus: str | None = None,
+           **overrides) -> dict:
+    """The shared recipe of stages 1 and 2 as SFTConfig keyword arguments (every arm trains with it;
+    `corpus` only sets how many of an update's episodes go through the model at once).
 
     Layered: the CPU recipe below, then the preset's changes for `stage` (GPU presets: batch,
     length, precision; see models.T4_STAGES), then smoke mode, then `overrides`.
     """
+    one_at_a_time = corpus in ONE_AT_A_TIME
     base = dict(
         output_dir=str(output_dir), seed=seed, data_seed=seed, report_to="none",
-        # 8 episodes per update, 2 at a time. The loss is normalised by the tokens of all 8, so
-        # micro-batches of 1 make the same update (a test checks) with a quarter to a third less
-        # memory, but no faster: FE-SFT on search took 933 s against 934 s (peak 4.4 against 6.2 GB),
-        # stage 1 on search 9.8 against 7.9 min (4.3 against 5.1 GB): a short episode alone is too
-        # little work for the 2 cores (docs/experiments.md, section 5). Batches of 4 peaked at
-        # 8.6 GB. Grouping episodes of similar length cuts the padding.
-        per_device_train_batch_size=2, gradient_accumulation_steps=4,
+        # 8 episodes per update. The loss is normalised by the tokens of all 8, so micro-batches of
+        # 1 make the same update as micro-batches of 2 (tests check the sums and the episodes) with
+        # a quarter to a third less memory. FE-SFT and State-SFT, whose world-model spans make the
+        # longest episodes, train them one at a time: FE-SFT on both worlds peaked at 4.6 GB
+        # against 6.1-6.8 GB. Shorter episodes go 2 at a time, since one alone is too little work
+        # for the 2 cores (stage 1 on search: 9.8 against 7.9 min). docs/experiments.md, section 5.
+        # Batches of 4 peaked at 8.6 GB. Grouping episodes of similar length cuts the padding.
+        per_device_train_batch_size=1 if one_at_a_time else 2,
+        gradient_accumulation_steps=8 if one_at_a_time else 4,
         # stage 2 takes two passes: on smollm2-135m one pass of plain SFT solved 40% / 43% of held-out
         # search / math tasks and two 63% / 93% (docs/experiments.md); stage 1 takes one
         num_train_epochs=SFT_EPOCHS if stage == "sft" else 1,
@@ -70,9 +76,10 @@ def recipe(output_dir: Path, *, preset: str, smoke: bool, seed: int, stage: str 
 
 
 def default_config(output_dir: Path, *, preset: str, smoke: bool, seed: int, stage: str = "mt",
-                   **overrides) -> SFTConfig:
+                   corpus: str | None = None, **overrides) -> SFTConfig:
     """`recipe(...)` as an SFTConfig."""
-    return SFTConfig(**recipe(output_dir, preset=preset, smoke=smoke, seed=seed, stage=stage, **overrides))
+    return SFTConfig(**recipe(output_dir, preset=preset, smoke=smoke, seed=seed, stage=stage, corpus=corpus,
+                              **overrides))
 
 
 def stage_traces(*, worlds: tuple[str, ...], n_traces: int, seed: int) -> list[dict]:
