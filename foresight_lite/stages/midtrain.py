@@ -47,7 +47,7 @@ def recipe(output_dir: Path, *, preset: str, smoke: bool, seed: int, stage: str 
         # 1 make the same update as micro-batches of 2 (tests check the sums and the episodes) with
         # a quarter to a third less memory. FE-SFT and State-SFT, whose world-model spans make the
         # longest episodes, train them one at a time: two-epoch FE-SFT on both worlds peaked at
-        # 4.6 GB against 6.2 GB in the same time (updates 16-136: 2,243 against 2,250 s). Shorter
+        # 4.6 GB against 6.2 GB in the same time (updates 16-136: 2,257 against 2,264 s). Shorter
         # episodes go 2 at a time, since one alone is too little work for the 2 cores (stage 1 on
         # search: 9.8 against 7.9 min). docs/experiments.md, section 5.
         # Batches of 4 peaked at 8.6 GB. Grouping episodes of similar length cuts the padding.
