@@ -25,6 +25,20 @@ def run(tmp_path_factory):
     return run_dir
 
 
+def record_updates(monkeypatch) -> dict:
+    """Replace training with a record: updates[run][step] = the texts that update trained on, for
+    the run named by updates["run"]."""
+    updates = {}
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        texts = self.processing_class.batch_decode(inputs["input_ids"], skip_special_tokens=True)
+        updates.setdefault(updates["run"], {}).setdefault(self.state.global_step, []).extend(texts)
+        return torch.tensor(0.0)
+
+    monkeypatch.setattr(SFTTrainer, "training_step", training_step)
+    return updates
+
+
 def test_stage_outputs(run):
     for stage in ("mt", "sft"):
         folder = run / stage
@@ -106,28 +120,19 @@ def test_a_batch_size_alone_keeps_the_update_and_a_stage_resumes_at_another(tmp_
                                          "use one of 1, 2, 4, 8"):
         recipe(tmp_path, preset="smollm2-135m", smoke=False, seed=0, per_device_train_batch_size=3)
 
-    updates = {}
-
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        texts = self.processing_class.batch_decode(inputs["input_ids"], skip_special_tokens=True)
-        updates[key].setdefault(self.state.global_step, []).extend(texts)
-        return torch.tensor(0.0)
-
-    monkeypatch.setattr(SFTTrainer, "training_step", training_step)
+    updates = record_updates(monkeypatch)
     smoke = dict(TINY, n_traces=20, max_steps=4)  # smoke: micro-batches of 2, no accumulation
-    key = "whole"
-    updates[key] = {}
-    train_midtraining(tmp_path / key, corpus="standard_mt", **smoke)
-    key = "resumed"
-    updates[key] = {}
-    run_dir = tmp_path / key
+    updates["run"] = "whole"
+    train_midtraining(tmp_path / "whole", corpus="standard_mt", **smoke)
+    updates["run"] = "resumed"
+    run_dir = tmp_path / "resumed"
     train_midtraining(run_dir, corpus="standard_mt", **{**smoke, "max_steps": 2})
     shutil.rmtree(run_dir / "mt" / "model")
     (run_dir / "mt" / "complete.json").unlink()
     out = train_midtraining(run_dir, corpus="standard_mt", per_device_train_batch_size=1, **smoke)
     assert json.loads((out / "stage.json").read_text())["sft_config"]["gradient_accumulation_steps"] == 2
     assert len(updates["whole"]) == 4 and all(len(v) == 2 for v in updates["whole"].values())
-    assert {k: sorted(v) for k, v in updates["whole"].items()} == {k: sorted(v) for k, v in updates[key].items()}
+    assert {k: sorted(v) for k, v in updates["whole"].items()} == {k: sorted(v) for k, v in updates["resumed"].items()}
 
 
 def test_status_lists_done_and_unfinished_stages_and_their_evaluations(run, tmp_path, capsys):
@@ -387,16 +392,9 @@ def test_a_stage_trains_the_same_weights_whatever_torch_drew_before(tmp_path):
 def test_micro_batch_size_leaves_each_update_holding_the_same_episodes(tmp_path, monkeypatch):
     """The length-grouped sampler draws blocks of a whole update (2 x 4 or 1 x 8 episodes), so
     the micro-batch size changes memory and speed, never which episodes an update trains on."""
-    updates = {}
-
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        texts = self.processing_class.batch_decode(inputs["input_ids"], skip_special_tokens=True)
-        updates[key].setdefault(self.state.global_step, []).extend(texts)
-        return torch.tensor(0.0)
-
-    monkeypatch.setattr(SFTTrainer, "training_step", training_step)
+    updates = record_updates(monkeypatch)
     for key, micro in (("2x4", 2), ("1x8", 1)):
-        updates[key] = {}
+        updates["run"] = key
         train_sft(tmp_path / key, corpus="fe_sft", init="base", preset="tiny", n_traces=40, max_steps=4,
                   per_device_train_batch_size=micro, gradient_accumulation_steps=8 // micro, save_strategy="no")
     assert len(updates["2x4"]) == 4 and all(len(v) == 8 for v in updates["2x4"].values())
