@@ -1,7 +1,7 @@
 """Why a plain agent answers search questions "from memory": its first word, and its training order.
 
     python scripts/memory_habit.py first-word runs/s1-std-plain runs/s1-wm-plain runs/s2-plain
-    python scripts/memory_habit.py order --init runs/s1-standard_mt/mt --seed 1
+    python scripts/memory_habit.py order --init runs/s1-standard_mt/mt --seed 1 --sampling group_by_length
 
 What: the teacher answers from memory on popular facts (at most half the time, for the most
 popular), and 7-9% of the clean search episodes that stage 2 trains on begin `I remember this
@@ -9,9 +9,10 @@ one; no search needed.` Some plain-SFT models then do it on half the held-out ta
 `first-word` reads, for each of a finished stage-2 run's first --n held-out search tasks, the
 probability its model gives " remember" after `<think>I` (the word where a memory answer and
 a search part), beside the teacher's own rate on that task (half the entity's popularity).
-`order` replays stage 2's sampler (the recipe's, 8 episodes per update, grouped by length)
-without training and prints which updates held memory episodes: they are the shortest
-episodes, so length grouping packs them into a few updates.
+`order` replays stage 2's sampler (8 episodes per update; the recipe's random order, or
+`--sampling group_by_length`, the recipe's before session 28) without training and prints which
+updates held memory episodes: they are the shortest episodes, so length grouping packs them
+into a few updates, where random order spreads them.
 Why: docs/experiments.md, section 3 (the seed-1 plain-SFT pairs).
 """
 
@@ -59,8 +60,9 @@ def first_word(runs: list[str], *, n: int, preset: str) -> None:
         del model
 
 
-def order(*, init: str, seed: int, preset: str, n_traces: int) -> list[int]:
-    """Memory episodes per update of stage 2's plain SFT as the recipe would train it (nothing trained)."""
+def order(*, init: str, seed: int, preset: str, n_traces: int, sampling: str | None = None) -> list[int]:
+    """Memory episodes per update of stage 2's plain SFT as the recipe would train it (nothing trained);
+    `sampling` replaces the recipe's `train_sampling_strategy`."""
     import tempfile
 
     import torch
@@ -78,7 +80,8 @@ def order(*, init: str, seed: int, preset: str, n_traces: int) -> list[int]:
     original, SFTTrainer.training_step = SFTTrainer.training_step, training_step
     try:
         with tempfile.TemporaryDirectory() as folder:
-            train_sft(folder, corpus="sft", init=init, preset=preset, seed=seed, n_traces=n_traces, save_strategy="no")
+            train_sft(folder, corpus="sft", init=init, preset=preset, seed=seed, n_traces=n_traces, save_strategy="no",
+                      **({"train_sampling_strategy": sampling} if sampling else {}))
     finally:
         SFTTrainer.training_step = original
     per_update = [seen[step] for step in sorted(seen)]
@@ -97,13 +100,15 @@ def main(argv=None) -> None:
     replay.add_argument("--init", default="base", help="the stage-1 folder stage 2 starts from, or base")
     replay.add_argument("--seed", type=int, default=0, help="world, traces and training seed (default: 0)")
     replay.add_argument("--n-traces", type=int, default=400, help="teacher trajectories per world (default: 400)")
+    replay.add_argument("--sampling", choices=("random", "group_by_length"),
+                        help="the episode order to replay (default: the recipe's, random)")
     for p in (probe, replay):
         p.add_argument("--preset", default="smollm2-135m", help="the models' preset (default: smollm2-135m)")
     args = parser.parse_args(argv)
     if args.command == "first-word":
         first_word(args.runs, n=args.n, preset=args.preset)
     else:
-        order(init=args.init, seed=args.seed, preset=args.preset, n_traces=args.n_traces)
+        order(init=args.init, seed=args.seed, preset=args.preset, n_traces=args.n_traces, sampling=args.sampling)
 
 
 if __name__ == "__main__":

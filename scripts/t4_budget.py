@@ -6,7 +6,7 @@ docs/t4_budget.md: parameters counted from the published Qwen2.5 configs, LoRA a
 bytes, activations per token, and minutes from FLOPs at 25-35% of the T4's fp16 peak.
 Token counts come from our own corpora (`stage_traces` -> `corpora.wm_amt` / `corpora.fe_sft`),
 tokenised with SmolLM2's tokenizer as a stand-in for Qwen's (no Hub here), batched exactly as
-TRL's `group_by_length` sampler would batch them.
+the recipe samples them (stage 1 grouped by length, stage 2 in random order).
 Why: issue 6 asks for a budget per stage derived from parameter and token counts, stated as an
 estimate until someone measures it on a GPU.
 Run: `python scripts/t4_budget.py` (add `--n-traces 2000` for a larger run; about 30 s on 2 CPU
@@ -85,11 +85,13 @@ def episode_tokens(tokenizer, *, n_traces: int, seed: int) -> dict:
                 traces=len(traces))
 
 
-def padded(lengths: list[int], batch: int, *, max_length: int, seed: int = 0) -> tuple[int, int]:
-    """(tokens processed with padding to the batch's longest, number of batches), as TRL batches them."""
+def padded(lengths: list[int], batch: int, *, max_length: int, grouped: bool, seed: int = 0) -> tuple[int, int]:
+    """(tokens processed with padding to the batch's longest, number of batches), as TRL batches them
+    grouped by length or in random order."""
     lengths = [min(n, max_length) for n in lengths]
-    sampler = LengthGroupedSampler(batch, lengths=lengths, generator=torch.Generator().manual_seed(seed))
-    order = list(sampler)
+    generator = torch.Generator().manual_seed(seed)
+    order = (list(LengthGroupedSampler(batch, lengths=lengths, generator=generator)) if grouped
+             else torch.randperm(len(lengths), generator=generator).tolist())
     batches = [order[i:i + batch] for i in range(0, len(order), batch)]
     return sum(max(lengths[i] for i in b) * len(b) for b in batches), len(batches)
 
@@ -108,7 +110,8 @@ def minutes(flops: float) -> tuple[float, float]:
 def training_stage(c: dict, lengths: list[int], *, settings: dict, head_share: float, cpt: bool) -> dict:
     batch, accumulation, max_length = (settings["per_device_train_batch_size"],
                                        settings["gradient_accumulation_steps"], settings["max_length"])
-    processed, micro = padded(lengths, batch, max_length=max_length)
+    # as the recipe samples them: stage 1 (cpt) grouped by length, stage 2 in random order
+    processed, micro = padded(lengths, batch, max_length=max_length, grouped=cpt)
     mean_len = processed / max(1, len(lengths))
     # forward per token: 2 FLOP per body weight, the attention scores (2 * layers * context * d),
     # and the lm_head on the tokens that carry loss (TRL's chunked NLL skips the others)

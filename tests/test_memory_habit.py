@@ -14,13 +14,21 @@ memory_habit = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(memory_habit)
 
 
-def test_order_finds_every_memory_episode_of_both_epochs(capsys):
-    per_update = memory_habit.order(init="base", seed=0, preset="tiny", n_traces=40)
-    episodes = corpora.BUILDERS["sft"](stage_traces(worlds=("search", "math"), n_traces=40, seed=0))
+def test_order_finds_every_memory_episode_and_length_grouping_packs_them(capsys):
+    episodes = corpora.BUILDERS["sft"](stage_traces(worlds=("search", "math"), n_traces=100, seed=0))
     memory = sum(memory_habit.MEMORY in json.dumps(m) for m in episodes["messages"])
-    assert memory > 0 and sum(per_update) == 2 * memory  # two epochs, each episode once per epoch
-    assert len(per_update) == 2 * -(-len(episodes) // 8)  # 8 episodes per update, each epoch
-    assert f"{len(per_update)} updates, {2 * memory} memory episodes" in capsys.readouterr().out
+    assert memory > 1
+    replays = {}
+    for sampling in ("random", "group_by_length"):
+        replays[sampling] = per_update = memory_habit.order(init="base", seed=0, preset="tiny", n_traces=100,
+                                                           sampling=sampling)
+        assert sum(per_update) == 2 * memory  # two epochs, each episode once per epoch
+        assert len(per_update) == 2 * -(-len(episodes) // 8)  # 8 episodes per update, each epoch
+        assert f"{len(per_update)} updates, {2 * memory} memory episodes" in capsys.readouterr().out
+    # the shortest episodes: grouped by length they share updates, in random order they spread out
+    held = {sampling: sum(k > 0 for k in per_update) for sampling, per_update in replays.items()}
+    assert held["group_by_length"] < held["random"]
+    assert memory_habit.order(init="base", seed=0, preset="tiny", n_traces=100) == replays["random"]  # the recipe's
 
 
 def test_first_word_reads_a_probability_per_task(tmp_path, capsys):

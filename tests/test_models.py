@@ -279,20 +279,21 @@ def test_stage_2_takes_two_passes_on_the_cpu_and_one_on_a_t4(monkeypatch, tmp_pa
     assert (epochs("qwen-0.5b-t4", "mt"), epochs("qwen-0.5b-t4", "sft")) == (1, 1)
 
 
-def test_world_model_episodes_go_one_at_a_time_on_the_cpu(monkeypatch, tmp_path):
-    """FE-SFT's and State-SFT's long episodes train in micro-batches of 1 (memory), the rest in 2
-    (speed); every update holds 8 either way, and the GPU presets keep their own sizes."""
+def test_stage_2_draws_one_episode_at_a_time_in_random_order_on_the_cpu(monkeypatch, tmp_path):
+    """Stage 2 trains its episodes one at a time in random order (results, memory), stage 1 two at
+    a time grouped by length (speed); every update holds 8 either way, and the GPU presets keep
+    their own sizes."""
     from foresight_lite.stages.midtrain import recipe
 
-    def sizes(preset, stage, corpus):
-        r = recipe(tmp_path, preset=preset, smoke=False, seed=0, stage=stage, corpus=corpus)
-        return r["per_device_train_batch_size"], r["gradient_accumulation_steps"]
+    def sampling(preset, stage):
+        r = recipe(tmp_path, preset=preset, smoke=False, seed=0, stage=stage)
+        return r["per_device_train_batch_size"], r["gradient_accumulation_steps"], r["train_sampling_strategy"]
 
-    assert sizes("smollm2-135m", "mt", "wm_amt") == sizes("smollm2-135m", "sft", "sft") == (2, 4)
-    assert sizes("smollm2-135m", "sft", "fe_sft") == sizes("smollm2-135m", "sft", "state_sft") == (1, 8)
+    assert sampling("smollm2-135m", "mt") == (2, 4, "group_by_length")
+    assert sampling("smollm2-135m", "sft") == (1, 8, "random")
     monkeypatch.setattr(models, "require_gpu", lambda preset: None)
     monkeypatch.setattr(models, "bf16_supported", lambda: False)
-    assert sizes("qwen-0.5b-t4", "sft", "fe_sft") == sizes("qwen-0.5b-t4", "sft", "sft") == (4, 2)
+    assert sampling("qwen-0.5b-t4", "sft") == (4, 2, "random")
 
 
 def test_lora_with_embeddings_trains_one_tied_fp32_copy():

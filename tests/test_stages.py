@@ -327,7 +327,7 @@ def test_gpu_preset_trains_stage_2_through_unsloth(tmp_path):
     assert model.generate(ids, max_new_tokens=3, do_sample=False).shape[1] > ids.shape[1]
 
 
-def test_heap_is_trimmed_after_every_optimizer_step(tmp_path, monkeypatch):
+def test_heap_is_trimmed_after_every_micro_batch(tmp_path, monkeypatch):
     from foresight_lite.stages import common
 
     trim = common.TrimHeap()
@@ -335,14 +335,9 @@ def test_heap_is_trimmed_after_every_optimizer_step(tmp_path, monkeypatch):
         assert trim.trim is not None
     trim.on_step_end(None, None, None)  # the real call runs
     calls = []
-    trim.trim = calls.append
-    trim.on_step_end(None, None, None)
-    assert calls == [0]  # malloc_trim(0): release everything free
-    steps = []
-    monkeypatch.setattr(common.TrimHeap, "on_step_end", lambda self, args, state, control, **kw: steps.append(state.global_step))
-    train_midtraining(tmp_path / "r", corpus="standard_mt", **TINY)
-    assert steps == [1, 2, 3]
-
+    monkeypatch.setattr(common.TrimHeap, "__init__", lambda self: setattr(self, "trim", calls.append))
+    train_midtraining(tmp_path / "r", corpus="standard_mt", gradient_accumulation_steps=2, **TINY)
+    assert calls == [0] * 6  # malloc_trim(0), release everything free: 3 updates x 2 micro-batches
 
 def test_micro_batches_of_one_make_the_update_of_one_batch(tmp_path):
     """The loss is normalised by the tokens of the whole update, so the recipe's micro-batch size
@@ -390,12 +385,19 @@ def test_a_stage_trains_the_same_weights_whatever_torch_drew_before(tmp_path):
 
 
 def test_micro_batch_size_leaves_each_update_holding_the_same_episodes(tmp_path, monkeypatch):
-    """The length-grouped sampler draws blocks of a whole update (2 x 4 or 1 x 8 episodes), so
-    the micro-batch size changes memory and speed, never which episodes an update trains on."""
+    """Stage 2's random order comes from the seed and the epoch alone, so the micro-batch size
+    changes memory and speed, never which episodes an update trains on, and a stage stopped at one
+    size resumes with the same updates at another (stage 1's grouped order: the batch-size test)."""
     updates = record_updates(monkeypatch)
+    stage = dict(corpus="fe_sft", init="base", preset="tiny", n_traces=40, max_steps=4, save_steps=2)
     for key, micro in (("2x4", 2), ("1x8", 1)):
         updates["run"] = key
-        train_sft(tmp_path / key, corpus="fe_sft", init="base", preset="tiny", n_traces=40, max_steps=4,
-                  per_device_train_batch_size=micro, gradient_accumulation_steps=8 // micro, save_strategy="no")
+        train_sft(tmp_path / key, per_device_train_batch_size=micro, **stage)
+    updates["run"] = "resumed"
+    train_sft(tmp_path / "resumed", per_device_train_batch_size=2, **{**stage, "max_steps": 2})
+    shutil.rmtree(tmp_path / "resumed" / "sft" / "model")
+    (tmp_path / "resumed" / "sft" / "complete.json").unlink()
+    train_sft(tmp_path / "resumed", per_device_train_batch_size=1, **stage)
     assert len(updates["2x4"]) == 4 and all(len(v) == 8 for v in updates["2x4"].values())
-    assert {k: sorted(v) for k, v in updates["2x4"].items()} == {k: sorted(v) for k, v in updates["1x8"].items()}
+    by_update = {key: {k: sorted(v) for k, v in updates[key].items()} for key in ("2x4", "1x8", "resumed")}
+    assert by_update["2x4"] == by_update["1x8"] == by_update["resumed"]

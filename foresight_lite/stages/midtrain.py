@@ -28,37 +28,35 @@ from .common import (MetricsLog, embedding_optimizer, is_complete, stage_dir, tr
                      write_json)
 
 MT_CORPORA = ("standard_mt", "wm_amt")
-ONE_AT_A_TIME = ("fe_sft", "state_sft")  # corpora whose episodes train in micro-batches of 1 (see recipe)
 SFT_EPOCHS = 2
 
 
-def recipe(output_dir: Path, *, preset: str, smoke: bool, seed: int, stage: str = "mt", corpus: str | None = None,
-           **overrides) -> dict:
-    """The shared recipe of stages 1 and 2 as SFTConfig keyword arguments (every arm trains with it;
-    `corpus` only sets how many of an update's episodes go through the model at once).
+def recipe(output_dir: Path, *, preset: str, smoke: bool, seed: int, stage: str = "mt", **overrides) -> dict:
+    """The shared recipe of stages 1 and 2 as SFTConfig keyword arguments (every arm of a stage trains
+    with it).
 
     Layered: the CPU recipe below, then the preset's changes for `stage` (GPU presets: batch,
     length, precision; see models.T4_STAGES), then smoke mode, then `overrides`.
     """
-    one_at_a_time = corpus in ONE_AT_A_TIME
+    stage_two = stage == "sft"
     base = dict(
         output_dir=str(output_dir), seed=seed, data_seed=seed, report_to="none",
-        # 8 episodes per update. The loss is normalised by the tokens of all 8, so micro-batches of
-        # 1 make the same update as micro-batches of 2 (tests check the sums and the episodes) with
-        # a quarter to a third less memory. FE-SFT and State-SFT, whose world-model spans make the
-        # longest episodes, train them one at a time: two-epoch FE-SFT on both worlds peaked at
-        # 4.6 GB against 6.2 GB in the same time (updates 16-136: 2,257 against 2,264 s). Shorter
-        # episodes go 2 at a time, since one alone is too little work for the 2 cores (stage 1 on
-        # search: 9.8 against 7.9 min). docs/experiments.md, section 5.
-        # Batches of 4 peaked at 8.6 GB. Grouping episodes of similar length cuts the padding; but
-        # one seed-1 plain-SFT run in random order solved 200 of 200 search tasks against 62 grouped
-        # (docs/experiments.md, section 3): whether grouping costs results is being measured.
-        per_device_train_batch_size=1 if one_at_a_time else 2,
-        gradient_accumulation_steps=8 if one_at_a_time else 4,
+        # 8 episodes per update; the loss is normalised by the tokens of all 8, so micro-batches of
+        # 1 and 2 make the same update (tests check the sums and the episodes).
+        # Stage 2: random order, one episode at a time. Grouped by length, an update held episodes
+        # of one kind (memory answers are the shortest, 2-hop searches the longest), and at seed 1
+        # plain SFT solved 62 of 200 search tasks against 200 in random order, FE-SFT 138 / 135
+        # (search / math) against 162 / 163 (docs/experiments.md, section 3). Unsorted, a
+        # micro-batch of 2 pads its shorter episode (262 against 297 tokens/s, peak 6.2 GB).
+        # Stage 1: two at a time, grouped by length (one short episode alone is too little work for
+        # 2 cores: 9.8 against 7.9 min on search; its results were all measured so). Batches of 4
+        # peaked at 8.6 GB.
+        per_device_train_batch_size=1 if stage_two else 2,
+        gradient_accumulation_steps=8 if stage_two else 4,
+        train_sampling_strategy="random" if stage_two else "group_by_length",
         # stage 2 takes two passes: on smollm2-135m one pass of plain SFT solved 40% / 43% of held-out
         # search / math tasks and two 63% / 93% (docs/experiments.md); stage 1 takes one
-        num_train_epochs=SFT_EPOCHS if stage == "sft" else 1,
-        train_sampling_strategy="group_by_length",
+        num_train_epochs=SFT_EPOCHS if stage_two else 1,
         learning_rate=1e-3, lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.0,
         # 1536: the longest FE-SFT math episodes run to ~1,300 SmolLM2 tokens; at 1024 a fifth of
         # them lost their last turns, which the plain-SFT arm (max ~880) never does
@@ -79,10 +77,9 @@ def recipe(output_dir: Path, *, preset: str, smoke: bool, seed: int, stage: str 
 
 
 def default_config(output_dir: Path, *, preset: str, smoke: bool, seed: int, stage: str = "mt",
-                   corpus: str | None = None, **overrides) -> SFTConfig:
+                   **overrides) -> SFTConfig:
     """`recipe(...)` as an SFTConfig."""
-    return SFTConfig(**recipe(output_dir, preset=preset, smoke=smoke, seed=seed, stage=stage, corpus=corpus,
-                              **overrides))
+    return SFTConfig(**recipe(output_dir, preset=preset, smoke=smoke, seed=seed, stage=stage, **overrides))
 
 
 def stage_traces(*, worlds: tuple[str, ...], n_traces: int, seed: int) -> list[dict]:

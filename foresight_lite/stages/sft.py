@@ -51,7 +51,7 @@ def train_sft(run_dir: str | Path, *, corpus: str = "fe_sft", preset: str = "smo
         return out
     start_from = resolve_init(run_dir, init)
     args = config or default_config(out / "checkpoints", preset=preset, smoke=smoke, seed=seed, stage="sft",
-                                    corpus=corpus, assistant_only_loss=True, **overrides)
+                                    assistant_only_loss=True, **overrides)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     # the same teacher trajectories as stage 1 (same seed), rendered as chat episodes
