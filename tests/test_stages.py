@@ -3,6 +3,7 @@
 import json
 import platform
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -37,6 +38,12 @@ def record_updates(monkeypatch) -> dict:
 
     monkeypatch.setattr(SFTTrainer, "training_step", training_step)
     return updates
+
+
+def crash_after_checkpoint(stage_folder: Path) -> None:
+    """Leave a finished stage as a crash after its last checkpoint would: no model, no marker."""
+    shutil.rmtree(stage_folder / "model")
+    (stage_folder / "complete.json").unlink()
 
 
 def test_stage_outputs(run):
@@ -81,9 +88,7 @@ def test_finished_stage_is_not_retrained(run):
 def test_interrupted_stage_resumes(tmp_path):
     run_dir = tmp_path / "r"
     train_midtraining(run_dir, corpus="standard_mt", max_steps=2, **TINY)
-    # a crash after the checkpoint: no model, no completion marker
-    shutil.rmtree(run_dir / "mt" / "model")
-    (run_dir / "mt" / "complete.json").unlink()
+    crash_after_checkpoint(run_dir / "mt")
     assert (run_dir / "mt" / "checkpoints" / "checkpoint-2").exists()
     log = run_dir / "mt" / "metrics.jsonl"  # as if the first attempt had taken 1000 s longer
     log.write_text("".join(json.dumps({**json.loads(line), "seconds": json.loads(line)["seconds"] + 1000}) + "\n"
@@ -127,8 +132,7 @@ def test_a_batch_size_alone_keeps_the_update_and_a_stage_resumes_at_another(tmp_
     updates["run"] = "resumed"
     run_dir = tmp_path / "resumed"
     train_midtraining(run_dir, corpus="standard_mt", **{**smoke, "max_steps": 2})
-    shutil.rmtree(run_dir / "mt" / "model")
-    (run_dir / "mt" / "complete.json").unlink()
+    crash_after_checkpoint(run_dir / "mt")
     out = train_midtraining(run_dir, corpus="standard_mt", per_device_train_batch_size=1, **smoke)
     assert json.loads((out / "stage.json").read_text())["sft_config"]["gradient_accumulation_steps"] == 2
     assert len(updates["whole"]) == 4 and all(len(v) == 2 for v in updates["whole"].values())
@@ -140,8 +144,7 @@ def test_status_lists_done_and_unfinished_stages_and_their_evaluations(run, tmp_
 
     stopped = tmp_path / "runs" / "stopped"
     train_midtraining(stopped, corpus="standard_mt", max_steps=2, **TINY)
-    shutil.rmtree(stopped / "mt" / "model")  # stopped after its checkpoint at update 2
-    (stopped / "mt" / "complete.json").unlink()
+    crash_after_checkpoint(stopped / "mt")  # stopped after its checkpoint at update 2
     (stopped / "mt-link").symlink_to(run / "mt", target_is_directory=True)  # links are not listed twice
     (run / "eval" / "sft").mkdir(parents=True, exist_ok=True)
     (run / "eval" / "sft" / "search-eval.json").write_text(json.dumps({"row": {"success": 0.5, "episodes": 4}}))
@@ -339,6 +342,7 @@ def test_heap_is_trimmed_after_every_micro_batch(tmp_path, monkeypatch):
     train_midtraining(tmp_path / "r", corpus="standard_mt", gradient_accumulation_steps=2, **TINY)
     assert calls == [0] * 6  # malloc_trim(0), release everything free: 3 updates x 2 micro-batches
 
+
 def test_micro_batches_of_one_make_the_update_of_one_batch(tmp_path):
     """The loss is normalised by the tokens of the whole update, so the recipe's micro-batch size
     (1 x 8 or 2 x 4 episodes) trades memory against speed without changing the update (plain SGD:
@@ -395,8 +399,7 @@ def test_micro_batch_size_leaves_each_update_holding_the_same_episodes(tmp_path,
         train_sft(tmp_path / key, per_device_train_batch_size=micro, **stage)
     updates["run"] = "resumed"
     train_sft(tmp_path / "resumed", per_device_train_batch_size=2, **{**stage, "max_steps": 2})
-    shutil.rmtree(tmp_path / "resumed" / "sft" / "model")
-    (tmp_path / "resumed" / "sft" / "complete.json").unlink()
+    crash_after_checkpoint(tmp_path / "resumed" / "sft")
     train_sft(tmp_path / "resumed", per_device_train_batch_size=1, **stage)
     assert len(updates["2x4"]) == 4 and all(len(v) == 8 for v in updates["2x4"].values())
     by_update = {key: {k: sorted(v) for k, v in updates[key].items()} for key in ("2x4", "1x8", "resumed")}
