@@ -118,10 +118,9 @@ for key in ("lora_first_layer", "dtype"):
 started = time.perf_counter()
 out = train_sft(Path(tempfile.mkdtemp()) / "b", corpus="fe_sft", preset="smollm2-135m", init="base",
                 n_traces=60, max_steps=5, logging_steps=1, save_steps=1000, **variant)
-rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
-rows = [r for r in rows if "tokens_per_second" in r]
+rows = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "tokens_per_second" in r]
 speeds = [r["tokens_per_second"] for r in rows][1:]  # skip warm-up
-# which episodes 5 updates draw depends on the order: longer ones fill the 2 cores better
+# which episodes 5 updates draw depends on the order (longer ones likely fill the 2 cores better)
 per_update = (rows[-1]["num_tokens"] - rows[0]["num_tokens"]) / (rows[-1]["step"] - rows[0]["step"])
 print(json.dumps({"tokens_per_second": sum(speeds) / len(speeds), "first_layer": preset.lora_first_layer,
                   "tokens_per_update": per_update,
