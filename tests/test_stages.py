@@ -106,6 +106,8 @@ def test_interrupted_stage_resumes(tmp_path):
     assert seconds == sorted(seconds) and seconds[0] > 1000 and done["seconds"] >= seconds[-1]
     losses = [r["loss"] for r in rows if "loss" in r]
     assert done["train_loss"] == pytest.approx(sum(losses) / 3)
+    # the speed counts timed intervals only: neither the 1000 s nor the gap across the resume
+    assert done["tokens_per_second"] > 10 * done["tokens"] / done["seconds"]
 
 
 def test_a_batch_size_alone_keeps_the_update_and_a_stage_resumes_at_another(tmp_path, monkeypatch):

@@ -255,7 +255,11 @@ def train_with_resume(trainer, directory: Path, *, config: dict, started: float)
     if trainer.is_world_process_zero():  # several processes (accelerate launch): the first one saves
         save_model(trainer.model, trainer.processing_class, directory / "model")
         rows = read_metrics(directory)
-        speeds = [r["tokens_per_second"] for r in rows if "tokens_per_second" in r]
+        # tokens over seconds of the timed log intervals (a mean of their rates would weigh a
+        # slow interval, say one beside another job, as much as a long fast one)
+        counted = [r for r in rows if "num_tokens" in r]
+        intervals = [(b["num_tokens"] - a["num_tokens"], b["seconds"] - a["seconds"])
+                     for a, b in zip(counted, counted[1:]) if "tokens_per_second" in b]
         losses = [r["loss"] for r in rows if "loss" in r]
         # over the whole stage: after a resume, the Trainer's training_loss and runtime cover only
         # the steps since the checkpoint (and its loss is divided by all of them)
@@ -264,7 +268,8 @@ def train_with_resume(trainer, directory: Path, *, config: dict, started: float)
                    "train_loss": sum(losses) / len(losses) if losses else result.training_loss,
                    "tokens": trainer.state.num_input_tokens_seen or max((r.get("num_tokens", 0) for r in rows),
                                                                         default=0),
-                   "tokens_per_second": sum(speeds) / len(speeds) if speeds else None}
+                   "tokens_per_second": (sum(t for t, _ in intervals) / sum(s for _, s in intervals)
+                                         if intervals else None)}
         write_json(directory / "complete.json", summary)
     trainer.accelerator.wait_for_everyone()
     return json.loads((directory / "complete.json").read_text())
